@@ -1,0 +1,150 @@
+"""Settings: every knob comes from the environment (prefix ``TEZGAH_``) or a ``.env`` file.
+
+The run mode follows from what is configured: a ``redis_url`` turns on Redis-backed cache, rate
+limits and events; a PostgreSQL ``database_url`` swaps SQLite for PostgreSQL; ``s3_bucket`` moves
+blobs to an S3-compatible store. Nothing else in the code asks "which mode am I in".
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Values that ship in docs and examples: accepted in development, refused in production.
+INSECURE_SECRET_VALUES = frozenset({"", "change-me", "changeme", "secret", "dev-secret-change-me"})
+DEV_SECRET_KEY = "dev-secret-change-me"  # noqa: S105 - a known, refused-in-production default
+MIN_PRODUCTION_SECRET_LENGTH = 32
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class InsecureConfigurationError(ValueError):
+    """Raised at start-up when production would run with a missing or default secret."""
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TEZGAH_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    env: Environment = Environment.development
+    secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
+    base_url: str = "http://127.0.0.1:8000"
+    var_dir: Path = Path("var")
+
+    database_url: str = ""
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    database_max_overflow: int = Field(default=10, ge=0, le=200)
+    database_pool_timeout: float = Field(default=10.0, gt=0)
+    database_echo: bool = False
+
+    redis_url: str = ""
+    redis_key_prefix: str = "tezgah:"
+
+    storage_dir: Path | None = None
+    s3_bucket: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: SecretStr = SecretStr("")
+    s3_secret_access_key: SecretStr = SecretStr("")
+
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    trusted_hosts: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    gzip_min_bytes: int = Field(default=1024, ge=0)
+    https: bool = False
+    hsts_max_age: int = Field(default=63_072_000, ge=0)
+
+    default_language: str = "en"
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    metrics_enabled: bool = True
+    cache_default_ttl: int = Field(default=60, ge=1)
+    rate_limit_default: str = "600/minute"
+
+    freecad_command: Path = Path("/usr/lib/freecad/bin/freecadcmd-python3")
+    freecad_lib_dir: Path = Path("/usr/lib/freecad/lib")
+    freecad_mod_dir: Path = Path("/usr/share/freecad/Mod")
+
+    @field_validator("cors_origins", "trusted_hosts", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _no_wildcard_origin(cls, value: list[str]) -> list[str]:
+        # Credentials are allowed for listed origins; "*" together with credentials is unsafe.
+        if "*" in value:
+            raise ValueError("TEZGAH_CORS_ORIGINS must list explicit origins, not '*'")
+        return value
+
+    @field_validator("default_language")
+    @classmethod
+    def _known_language(cls, value: str) -> str:
+        if value not in ("en", "tr"):
+            raise ValueError("TEZGAH_DEFAULT_LANGUAGE must be 'en' or 'tr'")
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs_real_secrets(self) -> Settings:
+        if self.env is not Environment.production:
+            return self
+        secret = self.secret_key.get_secret_value()
+        if secret.strip().lower() in INSECURE_SECRET_VALUES:
+            raise InsecureConfigurationError(
+                "TEZGAH_SECRET_KEY is missing or a known default; production refuses to start"
+            )
+        if len(secret) < MIN_PRODUCTION_SECRET_LENGTH:
+            raise InsecureConfigurationError(
+                f"TEZGAH_SECRET_KEY must be at least {MIN_PRODUCTION_SECRET_LENGTH} characters"
+            )
+        if self.s3_bucket and not self.s3_secret_access_key.get_secret_value():
+            raise InsecureConfigurationError(
+                "TEZGAH_S3_SECRET_ACCESS_KEY is required in production when S3 is configured"
+            )
+        return self
+
+    # Derived values: the mode follows from what is configured.
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.var_dir / 'tezgah.sqlite3').as_posix()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def effective_storage_dir(self) -> Path:
+        return self.storage_dir if self.storage_dir is not None else self.var_dir / "blobs"
+
+    @property
+    def is_production(self) -> bool:
+        return self.env is Environment.production
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

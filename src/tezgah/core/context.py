@@ -1,0 +1,27 @@
+"""Per-request context shared by logs, errors and metrics (contextvars, one task per request)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from contextvars import ContextVar
+
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
+
+_request_id: ContextVar[str | None] = ContextVar("tezgah_request_id", default=None)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def is_valid_request_id(value: str) -> bool:
+    return REQUEST_ID_PATTERN.fullmatch(value) is not None
+
+
+def get_request_id() -> str | None:
+    return _request_id.get()
+
+
+def set_request_id(value: str | None) -> None:
+    _request_id.set(value)

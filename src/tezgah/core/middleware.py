@@ -1,0 +1,339 @@
+"""Pure ASGI middleware: no ``BaseHTTPMiddleware``, so context variables and streaming work and
+each layer costs one function call per message.
+
+Order, outermost first (see ``install_middleware``): security headers, request context (request
+id, language, access log, metrics, Server-Timing, last-resort 500), trusted hosts, CORS, GZip,
+body-size limit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tezgah.core import context, metrics
+from tezgah.core.compression import GZipMiddleware
+from tezgah.core.config import Settings
+from tezgah.core.errors import (
+    AppError,
+    InternalError,
+    InvalidHost,
+    PayloadTooLarge,
+    problem_response,
+)
+from tezgah.core.i18n import negotiate_language, set_language
+from tezgah.core.logging import bind_log_context, current_log_context, get_logger
+
+access_log = get_logger("tezgah.access")
+error_log = get_logger("tezgah.error")
+
+UNMATCHED_ROUTE = "<unmatched>"
+DOCS_PATHS = ("/docs", "/redoc", "/static/swagger")
+API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+API_CSP_BYTES = API_CSP.encode()
+DOCS_CSP_BYTES = DOCS_CSP.encode()
+
+
+def header_value(scope: Scope, name: bytes) -> str | None:
+    """One request header, read from the raw ASGI list without building a ``Headers`` object
+    (names arrive lower-cased from the server)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (``/api/v1/designs/{id}``), never the raw path,
+    so metrics and logs have a bounded number of label values."""
+    route = scope.get("route")
+    path = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if isinstance(path, str):
+        return str(scope.get("root_path", "")) + path
+    return UNMATCHED_ROUTE
+
+
+class SecurityHeadersMiddleware:
+    def __init__(self, app: ASGIApp, *, https: bool, hsts_max_age: int) -> None:
+        self.app = app
+        self.static_headers: list[tuple[bytes, bytes]] = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-frame-options", b"DENY"),
+            (b"referrer-policy", b"strict-origin-when-cross-origin"),
+            (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
+            (b"cross-origin-opener-policy", b"same-origin"),
+        ]
+        if https:
+            value = f"max-age={hsts_max_age}; includeSubDomains".encode()
+            self.static_headers.append((b"strict-transport-security", value))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        csp = DOCS_CSP_BYTES if path.startswith(DOCS_PATHS) else API_CSP_BYTES
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                raw: list[tuple[bytes, bytes]] = list(message.get("headers", ()))
+                has_csp = any(name.lower() == b"content-security-policy" for name, _ in raw)
+                raw.extend(self.static_headers)
+                if not has_csp:
+                    raw.append((b"content-security-policy", csp))
+                message["headers"] = raw
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class RequestContextMiddleware:
+    """Request id, language, access log, metrics, Server-Timing, and the last-resort 500."""
+
+    def __init__(self, app: ASGIApp, *, default_language: str, metrics_enabled: bool) -> None:
+        self.app = app
+        self.default_language = default_language
+        self.metrics_enabled = metrics_enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = self._request_id(header_value(scope, b"x-request-id"))
+        accept_language = header_value(scope, b"accept-language")
+        set_language(negotiate_language(accept_language, self.default_language))
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+        await self._handle_http(scope, receive, send, started, request_id)
+
+    @staticmethod
+    def _request_id(incoming: str | None) -> str:
+        """Accept a well-formed incoming id; replace anything else, which is never echoed
+        (it would let a client inject text into logs and other services' headers)."""
+        valid = incoming is not None and context.is_valid_request_id(incoming)
+        request_id = incoming if valid and incoming is not None else context.new_request_id()
+        context.set_request_id(request_id)
+        structlog.contextvars.clear_contextvars()
+        bind_log_context(request_id=request_id)
+        if incoming is not None and not valid:
+            error_log.warning("invalid_request_id_replaced", length=len(incoming))
+        return request_id
+
+    async def _handle_http(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        started: float,
+        request_id: str,
+    ) -> None:
+        state: dict[str, Any] = {"status": 500, "started": False}
+        request_id_bytes = request_id.encode("latin-1")
+
+        async def send_with_context(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                state["started"] = True
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                raw = [
+                    (name, value)
+                    for name, value in message.get("headers", ())
+                    if name.lower() != b"x-request-id"
+                ]
+                raw.append((b"x-request-id", request_id_bytes))
+                raw.append((b"server-timing", f"app;dur={elapsed_ms:.1f}".encode()))
+                message["headers"] = raw
+            await send(message)
+
+        if self.metrics_enabled:
+            metrics.IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_with_context)
+        except Exception:
+            error_log.exception("unhandled_exception", path=scope.get("path"))
+            if not state["started"]:
+                await problem_response(InternalError())(scope, receive, send_with_context)
+        finally:
+            if self.metrics_enabled:
+                metrics.IN_FLIGHT.dec()
+            self._finish(scope, state["status"], started)
+
+    def _finish(self, scope: Scope, status: int, started: float) -> None:
+        duration = time.perf_counter() - started
+        route = route_template(scope)
+        method = str(scope.get("method", ""))
+        if self.metrics_enabled:
+            metrics.observe_request(method, route, status, duration)
+        log_context = current_log_context()
+        access_log.info(
+            "request",
+            method=method,
+            path=route,
+            status=status,
+            duration_ms=round(duration * 1000, 2),
+            user_id=log_context.get("user_id"),
+            client=(scope.get("client") or (None,))[0],
+        )
+
+
+class TrustedHostMiddleware:
+    """Answer only to configured host names (``*.example.com`` wildcards allowed)."""
+
+    def __init__(self, app: ASGIApp, *, allowed_hosts: Sequence[str]) -> None:
+        self.app = app
+        self.allow_any = "*" in allowed_hosts
+        self.exact = {host.lower() for host in allowed_hosts if not host.startswith("*.")}
+        self.suffixes = tuple(host[1:].lower() for host in allowed_hosts if host.startswith("*."))
+
+    def host_allowed(self, host: str) -> bool:
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        name = name.lower()
+        return name in self.exact or (bool(self.suffixes) and name.endswith(self.suffixes))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.allow_any or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        host = header_value(scope, b"host") or ""
+        if self.host_allowed(host):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "http":
+            await problem_response(InvalidHost())(scope, receive, send)
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+
+
+class BodySizeLimitMiddleware:
+    """Refuse bodies over the limit: at once from Content-Length, or while streaming.
+
+    Routes under ``exempt_prefixes`` (resumable uploads) enforce their own, larger limits.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, exempt_prefixes: Iterable[str] = ()
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.exempt_prefixes = tuple(exempt_prefixes)
+
+    def _too_large(self) -> AppError:
+        return PayloadTooLarge(params={"limit": self.max_bytes})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (
+            self.exempt_prefixes and scope["path"].startswith(self.exempt_prefixes)
+        ):
+            await self.app(scope, receive, send)
+            return
+        declared = header_value(scope, b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await problem_response(AppError())(scope, receive, send)
+                return
+            if int(declared) > self.max_bytes:
+                await problem_response(self._too_large())(scope, receive, send)
+                return
+        await self._stream_with_limit(scope, receive, send)
+
+    async def _stream_with_limit(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = {"received": 0, "exceeded": False, "started": False}
+
+        async def limited_receive() -> Message:
+            if state["exceeded"]:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > self.max_bytes:
+                    # Tell the app the client went away; we answer 413 ourselves.
+                    state["exceeded"] = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if state["exceeded"]:
+                return
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not state["exceeded"]:
+                raise
+        if state["exceeded"] and not state["started"]:
+            await problem_response(self._too_large())(scope, receive, send)
+
+
+def install_middleware(
+    app: FastAPI, settings: Settings, exempt_body_prefixes: Iterable[str]
+) -> None:
+    """Add middleware innermost first: Starlette wraps each new one around the previous."""
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        exempt_prefixes=tuple(exempt_body_prefixes),
+    )
+    app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE", "HEAD", "OPTIONS"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Accept-Language",
+                "X-Request-ID",
+                "X-API-Key",
+                "X-CSRF-Token",
+                "Idempotency-Key",
+                "If-None-Match",
+                "If-Match",
+                "Upload-Offset",
+                "Upload-Length",
+                "Upload-Metadata",
+                "Upload-Checksum",
+                "Tus-Resumable",
+            ],
+            expose_headers=[
+                "X-Request-ID",
+                "ETag",
+                "Link",
+                "Location",
+                "Retry-After",
+                "Server-Timing",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+                "Upload-Offset",
+                "Upload-Length",
+                "Tus-Resumable",
+            ],
+            max_age=600,
+        )
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts)
+    app.add_middleware(
+        RequestContextMiddleware,
+        default_language=settings.default_language,
+        metrics_enabled=settings.metrics_enabled,
+    )
+    app.add_middleware(
+        SecurityHeadersMiddleware, https=settings.https, hsts_max_age=settings.hsts_max_age
+    )

@@ -1,0 +1,9 @@
+"""Imports every module that defines tables, so ``Base.metadata`` is complete for Alembic and
+for the test that compares models with migrations. Domains add their ``models`` here."""
+
+from __future__ import annotations
+
+from tezgah.core import idempotency as _idempotency  # noqa: F401
+from tezgah.core.db import Base
+
+metadata = Base.metadata
