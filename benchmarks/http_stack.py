@@ -51,6 +51,7 @@ class Target:
 
 FULL = Target("tezgah full stack", "tezgah.main:create_app", factory=True)
 BARE = Target("bare Starlette", "benchmarks.bare_app:app", factory=False)
+BARE_HEADERS = Target("bare + same headers", "benchmarks.bare_app:app_with_headers", factory=False)
 
 
 def free_port() -> int:
@@ -144,26 +145,29 @@ def median_sample(samples: list[Sample]) -> Sample:
     )
 
 
-def report(full: Sample, bare: Sample, rounds: int, duration: int) -> dict[str, object]:
+def report(samples: dict[str, Sample], rounds: int, duration: int) -> dict[str, object]:
+    full, bare, bare_headers = samples[FULL.name], samples[BARE.name], samples[BARE_HEADERS.name]
     ratio = full.requests_per_second / bare.requests_per_second
+    header_ratio = full.requests_per_second / bare_headers.requests_per_second
     print(f"\n/health, wrk -t{THREADS} -c{CONNECTIONS}, {rounds} alternating rounds of {duration}s")
-    print(f"{'':20} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}")
-    for name, sample in (("tezgah full stack", full), ("bare Starlette", bare)):
+    print(f"{'':22} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}")
+    for name, sample in samples.items():
         print(
-            f"{name:20} {sample.requests_per_second:10.0f} {sample.p50_ms:9.2f}"
+            f"{name:22} {sample.requests_per_second:10.0f} {sample.p50_ms:9.2f}"
             f" {sample.p99_ms:9.2f} {sample.errors:7d}"
         )
     verdict = "meets" if ratio >= TARGET_RATIO else "MISSES"
     print(f"ratio full/bare: {ratio:.2f} ({verdict} target >= {TARGET_RATIO})")
+    print(f"ratio full/bare with the same response headers: {header_ratio:.2f}")
     return {
         "benchmark": "http_stack",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "rounds": rounds,
         "duration_s": duration,
         "connections": CONNECTIONS,
-        "full": asdict(full),
-        "bare": asdict(bare),
+        "samples": {name: asdict(sample) for name, sample in samples.items()},
         "ratio": round(ratio, 3),
+        "ratio_same_headers": round(header_ratio, 3),
         "target_ratio": TARGET_RATIO,
     }
 
@@ -178,19 +182,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tezgah-bench-") as temp:
         env = server_environment(Path(temp))
         subprocess.run([str(BIN / "tezgah"), "db", "upgrade"], env=env, check=True)
-        full_samples: list[Sample] = []
-        bare_samples: list[Sample] = []
+        targets = (FULL, BARE, BARE_HEADERS)
+        rounds: dict[str, list[Sample]] = {target.name: [] for target in targets}
         for round_number in range(1, args.rounds + 1):
-            full_samples.append(measure(FULL, env, args.duration))
-            bare_samples.append(measure(BARE, env, args.duration))
-            print(
-                f"round {round_number}: full {full_samples[-1].requests_per_second:.0f} req/s,"
-                f" bare {bare_samples[-1].requests_per_second:.0f} req/s",
-                flush=True,
+            for target in targets:
+                rounds[target.name].append(measure(target, env, args.duration))
+            summary = ", ".join(
+                f"{name} {samples[-1].requests_per_second:.0f} req/s"
+                for name, samples in rounds.items()
             )
-    result = report(
-        median_sample(full_samples), median_sample(bare_samples), args.rounds, args.duration
-    )
+            print(f"round {round_number}: {summary}", flush=True)
+    medians = {name: median_sample(samples) for name, samples in rounds.items()}
+    result = report(medians, args.rounds, args.duration)
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     (RESULTS_DIR / f"http_stack-{stamp}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -7,6 +7,7 @@ The catalogs are read with Babel at first use; there is no compile step to forge
 
 from __future__ import annotations
 
+import functools
 from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
@@ -76,6 +77,21 @@ def negotiate_language(accept_language: str | None, default: str = DEFAULT_LANGU
     """Pick the best supported language from an ``Accept-Language`` header (RFC 9110 q-values)."""
     if not accept_language:
         return default
+    if len(accept_language) > MAX_CACHED_HEADER_LENGTH:
+        return _negotiate(accept_language, default)
+    return _negotiate_cached(accept_language, default)
+
+
+# Browsers send a handful of distinct headers: parse each once.
+MAX_CACHED_HEADER_LENGTH = 256
+
+
+@functools.lru_cache(maxsize=512)
+def _negotiate_cached(accept_language: str, default: str) -> str:
+    return _negotiate(accept_language, default)
+
+
+def _negotiate(accept_language: str, default: str) -> str:
     best_language, best_quality = default, 0.0
     for part in accept_language.split(",")[:20]:
         tag, _sep, params = part.strip().partition(";")

@@ -8,6 +8,7 @@ body-size limit.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -28,7 +29,8 @@ from tezgah.core.errors import (
     problem_response,
 )
 from tezgah.core.i18n import negotiate_language, set_language
-from tezgah.core.logging import bind_log_context, current_log_context, get_logger
+from tezgah.core.logging import bind_log_context, get_logger
+from tezgah.core.logging import enabled_for as logging_enabled_for
 
 access_log = get_logger("tezgah.access")
 error_log = get_logger("tezgah.error")
@@ -148,13 +150,10 @@ class RequestContextMiddleware:
                 state["status"] = message["status"]
                 state["started"] = True
                 elapsed_ms = (time.perf_counter() - started) * 1000
-                raw = [
-                    (name, value)
-                    for name, value in message.get("headers", ())
-                    if name.lower() != b"x-request-id"
-                ]
+                # Routes never set these two headers: appending is enough.
+                raw = list(message.get("headers", ()))
                 raw.append((b"x-request-id", request_id_bytes))
-                raw.append((b"server-timing", f"app;dur={elapsed_ms:.1f}".encode()))
+                raw.append((b"server-timing", b"app;dur=%.1f" % elapsed_ms))
                 message["headers"] = raw
             await send(message)
 
@@ -177,14 +176,15 @@ class RequestContextMiddleware:
         method = str(scope.get("method", ""))
         if self.metrics_enabled:
             metrics.observe_request(method, route, status, duration)
-        log_context = current_log_context()
+        if not logging_enabled_for(logging.INFO):
+            return
+        # request_id (and user_id once authenticated) come from the bound log context.
         access_log.info(
             "request",
             method=method,
             path=route,
             status=status,
             duration_ms=round(duration * 1000, 2),
-            user_id=log_context.get("user_id"),
             client=(scope.get("client") or (None,))[0],
         )
 
