@@ -88,11 +88,17 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.close()
 
 
+def ensure_sqlite_directory(database_url: str) -> None:
+    """SQLite creates its file but not the directory: on a fresh checkout ``var/`` is missing."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     url = make_url(settings.effective_database_url)
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        ensure_sqlite_directory(settings.effective_database_url)
         engine = create_async_engine(
             url,
             echo=settings.database_echo,

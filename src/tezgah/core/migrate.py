@@ -8,10 +8,13 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from tezgah.core.db import ensure_sqlite_directory
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
 
 
 def alembic_config(database_url: str) -> Config:
+    ensure_sqlite_directory(database_url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # '%' must be doubled for configparser interpolation (passwords may contain it).
