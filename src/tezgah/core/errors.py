@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -25,6 +26,18 @@ from tezgah.core.validation_messages import translate_validation_errors
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 CONNECTION_ERRNOS = frozenset(
     {errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT}
+)
+# SQLite raises OperationalError for bad SQL too ("no such table", syntax errors): only these
+# primary result codes mean "the database file cannot be used right now".
+SQLITE_UNAVAILABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+    }
 )
 
 
@@ -188,10 +201,10 @@ def problem_body(error: AppError, language: str | None = None) -> dict[str, Any]
         "status": error.status_code,
         "detail": error.detail(language),
         "error_code": error.error_code,
+        # Always present, empty unless a field was at fault: clients never test for the key.
+        "field_errors": error.field_errors or {},
         "request_id": context.get_request_id(),
     }
-    if error.field_errors:
-        body["field_errors"] = error.field_errors
     body.update(error.extra)
     return body
 
@@ -237,6 +250,9 @@ def database_error_is_unavailability(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.DBAPIError):
         if exc.connection_invalidated:
             return True
+        code = getattr(exc.orig, "sqlite_errorcode", None)
+        if isinstance(exc.orig, sqlite3.Error) and isinstance(code, int):
+            return (code & 0xFF) in SQLITE_UNAVAILABLE_CODES
         if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
             return True
         return exc.orig is not None and is_connection_failure(exc.orig)

@@ -26,8 +26,11 @@ class Problem(BaseModel):
     status: int
     detail: str
     error_code: str = Field(examples=["NOT_FOUND"])
+    field_errors: dict[str, list[str]] = Field(
+        description="Messages per field; empty unless the request had invalid fields.",
+        examples=[{"limit": ["Enter a whole number."]}],
+    )
     request_id: str | None = None
-    field_errors: dict[str, list[str]] | None = None
 
 
 def _problem(description: str) -> dict[str, Any]:
