@@ -17,6 +17,8 @@ def _default_limit(request: Request) -> str:
 def mount_routers(app: FastAPI) -> None:
     """Domain routers join here as they are built (auth, designs, uploads, cam, jobs)."""
     api_dependencies = [Depends(rate_limit(_default_limit, scope="api"))]
-    domain_routers: list[object] = []
+    from tezgah.auth.router import router as auth_router
+
+    domain_routers: list[object] = [auth_router]
     for router in domain_routers:
         app.include_router(router, prefix=API_PREFIX, dependencies=api_dependencies)  # type: ignore[arg-type]

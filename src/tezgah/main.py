@@ -14,6 +14,7 @@ from starlette.responses import HTMLResponse
 
 from tezgah import __version__
 from tezgah.api import API_PREFIX, mount_routers
+from tezgah.auth.kit import AuthKit
 from tezgah.core.config import Settings, get_settings
 from tezgah.core.errors import install_exception_handlers
 from tezgah.core.health import liveness_route
@@ -32,6 +33,8 @@ def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         resources = await open_resources(settings)
         app.state.resources = resources
+        app.state.auth = AuthKit.build(settings, resources.database)
+        app.state.auth.mail.start()
         if getattr(app.state, "tracing", False):
             from tezgah.core.tracing import instrument_engine
 
@@ -40,6 +43,7 @@ def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
         try:
             yield
         finally:
+            await app.state.auth.mail.stop()
             await resources.close()
             log.info("shutdown")
 

@@ -3,7 +3,9 @@ for the test that compares models with migrations. Domains add their ``models`` 
 
 from __future__ import annotations
 
+from tezgah.auth import models as _auth_models  # noqa: F401
 from tezgah.core import idempotency as _idempotency  # noqa: F401
+from tezgah.core import mail as _mail  # noqa: F401
 from tezgah.core.db import Base
 
 metadata = Base.metadata

@@ -107,7 +107,9 @@ class _GZipResponder:
         body: bytes = message.get("body", b"")
         more = bool(message.get("more_body", False))
         headers = list(self.start.get("headers", ()))
-        if not is_compressible(headers) or (not more and len(body) < self.minimum_size):
+        # An empty body stays empty whatever the minimum size: a gzip header and trailer would
+        # give a body to responses that must have none (204, 304).
+        if not is_compressible(headers) or (not more and len(body) < max(self.minimum_size, 1)):
             await self.send(self.start)
             await self.send(message)
             return

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Values that ship in docs and examples: accepted in development, refused in production.
@@ -35,6 +35,21 @@ def _split_csv(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+class OIDCProvider(BaseModel):
+    """One OpenID Connect identity provider (discovery from ``issuer``)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
+    issuer: str
+    client_id: str
+    client_secret: SecretStr = SecretStr("")
+    scopes: str = "openid email profile"
+    display_name: str = ""
+    # Providers such as GitHub speak plain OAuth2: endpoints given here skip discovery.
+    authorize_url: str = ""
+    token_url: str = ""
+    userinfo_url: str = ""
 
 
 class Settings(BaseSettings):
@@ -81,6 +96,48 @@ class Settings(BaseSettings):
     metrics_enabled: bool = True
     cache_default_ttl: int = Field(default=60, ge=1)
     rate_limit_default: str = "600/minute"
+
+    # Identity and access (tezgah.auth).
+    access_token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
+    refresh_token_ttl_seconds: int = Field(default=30 * 86_400, ge=300)
+    jwt_issuer: str = "tezgah"
+    jwt_audience: str = "tezgah-api"
+    # "kid:secret,kid:secret": the first signs, all verify (rotation). Empty: one key derived
+    # from the secret key.
+    jwt_keys: SecretStr = SecretStr("")
+    # None: required in production, optional elsewhere (a new account may log in at once).
+    require_email_verification: bool | None = None
+    argon2_time_cost: int = Field(default=3, ge=1, le=20)
+    argon2_memory_cost_kib: int = Field(default=65_536, ge=1024, le=4_194_304)
+    argon2_parallelism: int = Field(default=2, ge=1, le=16)
+    password_min_length: int = Field(default=10, ge=8, le=128)
+    email_token_ttl_seconds: int = Field(default=86_400, ge=60)
+    password_reset_ttl_seconds: int = Field(default=3_600, ge=60)
+    invitation_ttl_seconds: int = Field(default=7 * 86_400, ge=60)
+    mfa_challenge_ttl_seconds: int = Field(default=300, ge=30, le=3_600)
+    rate_limit_login_ip: str = "20/minute"
+    rate_limit_login_account: str = "10/minute"
+    rate_limit_register_ip: str = "10/hour"
+    rate_limit_refresh: str = "60/minute"
+    rate_limit_password_reset: str = "5/hour"  # noqa: S105 - a rate, not a secret
+    rate_limit_mfa: str = "10/minute"
+    lockout_threshold: int = Field(default=5, ge=1)
+    lockout_base_seconds: int = Field(default=30, ge=1)
+    lockout_max_seconds: int = Field(default=3_600, ge=1)
+    cookie_secure: bool | None = None  # None: follows TEZGAH_HTTPS
+    # OpenID Connect providers, JSON: [{"name": "keycloak", "issuer": "...", "client_id": "...",
+    # "client_secret": "...", "scopes": "openid email profile"}]
+    oidc_providers: list[OIDCProvider] = Field(default_factory=list)
+
+    smtp_host: str = ""
+    smtp_port: int = Field(default=587, ge=1, le=65_535)
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_starttls: bool = False
+    smtp_tls: bool = False
+    smtp_timeout: float = Field(default=10.0, gt=0)
+    mail_from: str = "tezgah <no-reply@localhost>"
+    mail_poll_seconds: float = Field(default=5.0, gt=0)
 
     freecad_command: Path = Path("/usr/lib/freecad/bin/freecadcmd-python3")
     freecad_lib_dir: Path = Path("/usr/lib/freecad/lib")
@@ -143,6 +200,16 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.env is Environment.production
+
+    @property
+    def email_verification_required(self) -> bool:
+        if self.require_email_verification is None:
+            return self.is_production
+        return self.require_email_verification
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.https if self.cookie_secure is None else self.cookie_secure
 
 
 @lru_cache

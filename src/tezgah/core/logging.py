@@ -19,9 +19,11 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 MASK = "***"
+# ``pin`` and ``otp`` only as a whole word, where "_" separates words too (``user_pin``,
+# ``otp_code``) but letters do not (``spin``, ``footprint``).
 SECRET_KEY_PATTERN = re.compile(
-    r"(authorization|cookie|passw|secret|token|api[-_]?key|credential|\bpin\b|\botp\b|totp|"
-    r"private[-_]?key|signature)",
+    r"(authorization|cookie|passw|secret|token|api[-_]?key|credential|(?<![a-z])pin(?![a-z])|"
+    r"(?<![a-z])otp(?![a-z])|totp|private[-_]?key|signature)",
     re.IGNORECASE,
 )
 # Secrets embedded in free text: bearer tokens, JWTs, key=value pairs in query strings.
@@ -30,7 +32,7 @@ INLINE_SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), MASK),
     (
         re.compile(
-            r"(?i)([?&;\s\"']?(?:access_token|refresh_token|token|password|api_key|apikey|"
+            r"(?i)([?&;\s\"']?(?:access_token|refresh_token|token|passw[a-z]*|api[-_]?key|"
             r"secret|signature|code|pin)=)[^&\s\"';]+"
         ),
         r"\1" + MASK,
@@ -67,10 +69,13 @@ def mask_value(value: Any, depth: int = 0) -> Any:
     value_type = type(value)
     if value_type is str:
         return mask_text(value)
-    if depth > MAX_DEPTH or value_type in SCALAR_TYPES:
+    if value_type in SCALAR_TYPES:
         return value
     if isinstance(value, str):  # str subclasses (enums) take the slow path
         return mask_text(value)
+    if depth > MAX_DEPTH:
+        # Too deep to inspect: never pass on data that was not checked for secrets.
+        return MASK
     if isinstance(value, Mapping):
         return {
             key: (

@@ -241,10 +241,14 @@ class BodySizeLimitMiddleware:
             return
         declared = header_value(scope, b"content-length")
         if declared is not None:
-            if not declared.isdigit():
+            # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+            if not (declared.isascii() and declared.isdigit()):
                 await problem_response(AppError())(scope, receive, send)
                 return
-            if int(declared) > self.max_bytes:
+            # More digits than the limit has (leading zeros aside) is over it; this also keeps
+            # int() away from digit strings longer than it will parse.
+            digits = declared.lstrip("0")
+            if len(digits) > len(str(self.max_bytes)) or int(digits or "0") > self.max_bytes:
                 await problem_response(self._too_large())(scope, receive, send)
                 return
         await self._stream_with_limit(scope, receive, send)

@@ -100,6 +100,14 @@ def get_rate_limiter(request: Request) -> RateLimiter:
     return limiter
 
 
+async def enforce(limiter: RateLimiter, expression: str, scope: str, key: str) -> None:
+    """Count one hit for ``key`` (an account, a token) and raise 429 when over the limit:
+    for limits whose key is only known inside the route (after reading the body)."""
+    decision = await limiter.hit(expression, scope, key)
+    if not decision.allowed:
+        raise RateLimited(params={"retry_after": decision.reset_after}, headers=decision.headers())
+
+
 def rate_limit(
     expression: str | Callable[[Request], str],
     *,

@@ -52,8 +52,10 @@ def setup_tracing(app: FastAPI, settings: Settings) -> None:
 
 
 def instrument_engine(engine: AsyncEngine) -> None:
+    # The instrumentation declares "sqlalchemy < 2.1" and, without skip_dep_check, logs an error
+    # and instruments nothing on SQLAlchemy 2.1 (which it handles: engine events are unchanged).
     SQLAlchemyInstrumentor().instrument(
-        engine=engine.sync_engine, tracer_provider=tracer_provider()
+        engine=engine.sync_engine, tracer_provider=tracer_provider(), skip_dep_check=True
     )
 
 

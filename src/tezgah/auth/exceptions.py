@@ -1,0 +1,107 @@
+"""Errors of the identity domain, each with a stable code and a message in both languages."""
+
+from __future__ import annotations
+
+from tezgah.core.errors import AppError, Conflict, Forbidden, NotFound, Unauthorized
+from tezgah.core.i18n import N_
+
+
+class InvalidCredentials(Unauthorized):
+    error_code = "INVALID_CREDENTIALS"
+    message = N_("The email or password is incorrect.")
+
+
+class InvalidToken(Unauthorized):
+    error_code = "INVALID_TOKEN"
+    message = N_("The token is invalid or has expired.")
+
+
+class RefreshTokenReused(Unauthorized):
+    error_code = "REFRESH_TOKEN_REUSED"
+    message = N_("This refresh token was already used; every session of this login was ended.")
+
+
+class AccountLocked(AppError):
+    status_code = 429
+    error_code = "ACCOUNT_LOCKED"
+    title = N_("Too many requests")
+    message = N_("Too many failed attempts. Try again in {retry_after} seconds.")
+
+
+class AccountInactive(Unauthorized):
+    error_code = "ACCOUNT_INACTIVE"
+    message = N_("This account is deactivated.")
+
+
+class EmailNotVerified(Forbidden):
+    error_code = "EMAIL_NOT_VERIFIED"
+    message = N_("Verify your email address before signing in.")
+
+
+class EmailTaken(Conflict):
+    error_code = "EMAIL_TAKEN"
+    message = N_("An account with this email address already exists.")
+
+
+class WeakPassword(AppError):
+    status_code = 422
+    error_code = "WEAK_PASSWORD"
+    title = N_("Validation failed")
+    message = N_("The password does not meet the password policy.")
+
+
+class WrongPassword(AppError):
+    status_code = 403
+    error_code = "WRONG_PASSWORD"
+    title = N_("Forbidden")
+    message = N_("The current password is incorrect.")
+
+
+class InvalidMFACode(Unauthorized):
+    error_code = "INVALID_MFA_CODE"
+    message = N_("The authentication code is incorrect or was already used.")
+
+
+class MFAAlreadyEnabled(Conflict):
+    error_code = "MFA_ALREADY_ENABLED"
+    message = N_("Two-factor authentication is already on.")
+
+
+class MFANotEnrolled(Conflict):
+    error_code = "MFA_NOT_ENROLLED"
+    message = N_("Start two-factor enrolment first.")
+
+
+class MFANotEnabled(Conflict):
+    error_code = "MFA_NOT_ENABLED"
+    message = N_("Two-factor authentication is not on.")
+
+
+class CSRFFailed(Forbidden):
+    error_code = "CSRF_FAILED"
+    message = N_("The CSRF token is missing or does not match this session.")
+
+
+class APIKeyNotAllowed(Forbidden):
+    error_code = "API_KEY_NOT_ALLOWED"
+    message = N_("API keys cannot be used for this; sign in as a person.")
+
+
+class MissingPermission(Forbidden):
+    error_code = "MISSING_PERMISSION"
+    message = N_("Your role in this workspace does not allow this ({permission}).")
+
+
+class SuperuserRequired(Forbidden):
+    error_code = "SUPERUSER_REQUIRED"
+    message = N_("Only administrators of this server may do this.")
+
+
+class WorkspaceNotFound(NotFound):
+    error_code = "WORKSPACE_NOT_FOUND"
+    message = N_("The workspace was not found.")
+
+
+class UserNotFound(NotFound):
+    error_code = "USER_NOT_FOUND"
+    message = N_("The user was not found.")
