@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 
+from tezgah.auth.admin_router import router as admin_router
+from tezgah.auth.dependencies import caller_key
+from tezgah.auth.router import router as auth_router
+from tezgah.auth.workspace_router import router as workspace_router
 from tezgah.core.ratelimit import rate_limit
 
 API_PREFIX = "/api/v1"
+
+# Domain routers join here as they are built (designs, uploads, cam, jobs).
+DOMAIN_ROUTERS: list[APIRouter] = [auth_router, workspace_router, admin_router]
 
 
 def _default_limit(request: Request) -> str:
@@ -15,10 +22,7 @@ def _default_limit(request: Request) -> str:
 
 
 def mount_routers(app: FastAPI) -> None:
-    """Domain routers join here as they are built (auth, designs, uploads, cam, jobs)."""
-    api_dependencies = [Depends(rate_limit(_default_limit, scope="api"))]
-    from tezgah.auth.router import router as auth_router
-
-    domain_routers: list[object] = [auth_router]
-    for router in domain_routers:
-        app.include_router(router, prefix=API_PREFIX, dependencies=api_dependencies)  # type: ignore[arg-type]
+    # The general limit counts per caller: API key, signed-in user, or client address.
+    api_dependencies = [Depends(rate_limit(_default_limit, scope="api", key=caller_key))]
+    for router in DOMAIN_ROUTERS:
+        app.include_router(router, prefix=API_PREFIX, dependencies=api_dependencies)

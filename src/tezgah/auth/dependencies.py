@@ -152,6 +152,10 @@ async def optional_principal(
     principal = await _resolve(request, session, kit)
     if principal is not None:
         request.state.principal = principal
+        # Idempotency keys are private to their caller (an API key is its own caller).
+        request.state.principal_id = (
+            f"key:{principal.api_key.id}" if principal.api_key else f"user:{principal.user.id}"
+        )
         bind_log_context(user_id=str(principal.user.id))
         if "accept-language" not in request.headers:
             set_language(principal.user.language)
@@ -173,6 +177,26 @@ async def _resolve(request: Request, session: AsyncSession, kit: AuthKit) -> Pri
         _check_csrf(request, kit, principal)
         return principal
     return None
+
+
+def caller_key(request: Request) -> str:
+    """Whom the general API rate limit counts: the API key, the signed-in user (signature
+    checked, so nobody can spend someone else's budget), or else the client address."""
+    raw_key = request.headers.get("x-api-key")
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    token = value.strip() if scheme.lower() == "bearer" else ""
+    if raw_key or token.startswith(API_KEY_PREFIX + "_"):
+        parts = split_api_key((raw_key or token).strip())
+        if parts is not None:
+            return "key:" + parts[0]
+    token = token or request.cookies.get(ACCESS_COOKIE, "")
+    if token:
+        try:
+            return "user:" + str(get_auth_kit(request).tokens.decode(token, "access")["sub"])
+        except TokenError:
+            pass
+    return "ip:" + (request.client.host if request.client else "unknown")
 
 
 OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]

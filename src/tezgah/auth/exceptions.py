@@ -105,3 +105,61 @@ class WorkspaceNotFound(NotFound):
 class UserNotFound(NotFound):
     error_code = "USER_NOT_FOUND"
     message = N_("The user was not found.")
+
+
+class MemberNotFound(NotFound):
+    error_code = "MEMBER_NOT_FOUND"
+    message = N_("This person is not a member of the workspace.")
+
+
+class InvitationNotFound(NotFound):
+    error_code = "INVITATION_NOT_FOUND"
+    message = N_("The invitation was not found.")
+
+
+class ApiKeyNotFound(NotFound):
+    error_code = "API_KEY_NOT_FOUND"
+    message = N_("The API key was not found.")
+
+
+class SlugTaken(Conflict):
+    error_code = "SLUG_TAKEN"
+    message = N_("The address '{slug}' is already taken.")
+
+
+class LastOwner(Conflict):
+    error_code = "LAST_OWNER"
+    message = N_("A workspace needs at least one owner.")
+
+
+class PersonalWorkspace(Conflict):
+    error_code = "PERSONAL_WORKSPACE"
+    message = N_("A personal workspace cannot be shared or deleted.")
+
+
+class AlreadyMember(Conflict):
+    error_code = "ALREADY_MEMBER"
+    message = N_("This person is already a member of the workspace.")
+
+
+class RoleTooHigh(Forbidden):
+    error_code = "ROLE_TOO_HIGH"
+    message = N_("You cannot give or change a role above your own.")
+
+
+class InvitationInvalid(AppError):
+    status_code = 400
+    error_code = "INVITATION_INVALID"
+    message = N_("The invitation is invalid, expired, or already used.")
+
+
+class InvitationForSomeoneElse(Forbidden):
+    error_code = "INVITATION_FOR_SOMEONE_ELSE"
+    message = N_("This invitation was sent to another email address.")
+
+
+class InvalidScopes(AppError):
+    status_code = 422
+    error_code = "INVALID_SCOPES"
+    title = N_("Validation failed")
+    message = N_("These scopes cannot be given to this key: {scopes}.")

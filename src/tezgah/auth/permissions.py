@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from tezgah.core.i18n import N_
+
 
 class Role(StrEnum):
     owner = "owner"
@@ -16,6 +18,16 @@ class Role(StrEnum):
     engineer = "engineer"
     operator = "operator"
     viewer = "viewer"
+
+
+# Names of roles as people read them (translated where shown, e.g. in invitation mails).
+ROLE_LABELS: dict[str, str] = {
+    "owner": N_("owner"),
+    "admin": N_("admin"),
+    "engineer": N_("engineer"),
+    "operator": N_("operator"),
+    "viewer": N_("viewer"),
+}
 
 
 class Permission(StrEnum):

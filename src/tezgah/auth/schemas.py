@@ -133,3 +133,98 @@ class MembershipSummary(BaseModel):
     name: str
     is_personal: bool
     role: Role
+
+
+class WorkspaceIn(StrictInput):
+    name: str = Field(min_length=1, max_length=100, pattern=r"\S")
+    slug: str | None = Field(
+        default=None, min_length=2, max_length=64, pattern=r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$"
+    )
+
+
+class WorkspaceUpdate(StrictInput):
+    name: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"\S")
+
+
+class WorkspaceOut(BaseModel):
+    id: uuid.UUID
+    slug: str
+    name: str
+    is_personal: bool
+    role: Role
+    created_at: datetime
+
+
+class MemberOut(BaseModel):
+    user_id: uuid.UUID
+    display_name: str
+    email: str
+    role: Role
+    joined_at: datetime
+
+
+class MemberUpdate(StrictInput):
+    role: Role
+
+
+class InvitationIn(StrictInput):
+    email: EmailStr = Field(max_length=320)
+    role: Role = Role.viewer
+
+
+class InvitationOut(BaseModel):
+    id: uuid.UUID
+    workspace_id: uuid.UUID
+    email: str
+    role: Role
+    created_at: datetime
+    expires_at: datetime
+    accepted_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyIn(StrictInput):
+    name: str = Field(min_length=1, max_length=100, pattern=r"\S")
+    scopes: list[str] = Field(min_length=1, max_length=20)
+    expires_at: datetime | None = Field(default=None, description="Optional expiry (UTC).")
+
+
+class ApiKeyOut(BaseModel):
+    id: uuid.UUID
+    workspace_id: uuid.UUID
+    name: str
+    prefix: str = Field(description="Public part of the key, to recognise it in lists.")
+    scopes: list[str]
+    created_by_id: uuid.UUID
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="The key itself: shown once, stored only as a hash.")
+
+
+class AuditEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    occurred_at: datetime
+    event: str
+    outcome: str
+    actor_user_id: uuid.UUID | None
+    actor_api_key_id: uuid.UUID | None
+    subject_user_id: uuid.UUID | None
+    workspace_id: uuid.UUID | None
+    target_type: str | None
+    target_id: str | None
+    ip: str | None
+    user_agent: str | None
+    request_id: str | None
+    details: dict[str, object]
+
+
+class AdminUserUpdate(StrictInput):
+    is_active: bool | None = None
+    is_superuser: bool | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -89,7 +90,9 @@ async def _record_apart(kit: AuthKit, event: str, meta: RequestMeta, **fields: o
 
 
 def _slug_base(text: str) -> str:
-    ascii_text = text.encode("ascii", "ignore").decode().lower()
+    # "Atölye Işık" -> "atolye-isik": decompose accents; the dotless ı has no decomposition.
+    decomposed = unicodedata.normalize("NFKD", text.replace("ı", "i").replace("İ", "I"))
+    ascii_text = decomposed.encode("ascii", "ignore").decode().lower()
     return SLUG_SAFE.sub("-", ascii_text).strip("-")[:40] or "workspace"
 
 

@@ -7,7 +7,9 @@ counts the requests of all workers.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -57,9 +59,11 @@ def multiprocess_dir() -> str | None:
 
 
 def render_latest() -> tuple[bytes, str]:
-    if multiprocess_dir():
+    directory = multiprocess_dir()
+    if directory:
         from prometheus_client import multiprocess
 
+        forget_dead_processes(directory)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
@@ -93,6 +97,33 @@ def instrument_pool(engine: AsyncEngine, pool_size: int) -> None:
 
     event.listen(engine.sync_engine.pool, "checkout", on_checkout)
     event.listen(engine.sync_engine.pool, "checkin", on_checkin)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def forget_dead_processes(directory: str) -> None:
+    """Drop the live gauges (in flight, pool) of worker processes that no longer exist.
+
+    uvicorn replaces a worker that died (crash, OOM kill) without any hook where
+    :func:`mark_process_dead` could run, so its files would be summed into every later scrape
+    (a pool counted twice, requests in flight forever). A scrape checks the few pids instead.
+    """
+    from prometheus_client import multiprocess
+
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = path.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and not _process_exists(int(pid)):
+            # Another worker's scrape may be removing the same files right now.
+            with contextlib.suppress(FileNotFoundError):
+                multiprocess.mark_process_dead(int(pid), directory)  # type: ignore[no-untyped-call]
 
 
 def mark_process_dead(pid: int) -> None:

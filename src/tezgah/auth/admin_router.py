@@ -1,0 +1,76 @@
+"""Server administration (superusers only): accounts and the whole audit trail."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Query, Request, Response
+
+from tezgah.auth import admin_service
+from tezgah.auth.audit import RequestMeta
+from tezgah.auth.dependencies import Superuser
+from tezgah.auth.router import user_out
+from tezgah.auth.schemas import AdminUserUpdate, AuditEventOut, UserOut
+from tezgah.core.db import SessionDep
+from tezgah.core.pagination import Page, PageParams, page_params, paginate, set_link_header
+from tezgah.core.routing import make_router
+
+router = make_router(prefix="/admin", tags=["admin"])
+PageDep = Annotated[PageParams, Depends(page_params)]
+
+
+@router.get("/users", response_model=Page[UserOut], summary="List and search accounts")
+async def list_users(
+    request: Request,
+    response: Response,
+    admin: Superuser,
+    session: SessionDep,
+    params: PageDep,
+    q: Annotated[str | None, Query(max_length=100, description="Part of email or name.")] = None,
+    active: bool | None = None,
+) -> Page[UserOut]:
+    statement = admin_service.users_query(q, active)
+    codec = request.app.state.resources.cursors
+    page = await paginate(session, statement, params, admin_service.USER_SORTING, codec)
+    set_link_header(request, response, page.next_cursor)
+    return Page[UserOut](
+        items=[user_out(user) for user in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.patch("/users/{user_id}", response_model=UserOut, summary="Deactivate or change role")
+async def update_user(
+    user_id: uuid.UUID,
+    data: AdminUserUpdate,
+    request: Request,
+    admin: Superuser,
+    session: SessionDep,
+) -> UserOut:
+    meta = RequestMeta.from_request(request)
+    return user_out(await admin_service.update_user(session, meta, admin, user_id, data))
+
+
+@router.get("/audit-events", response_model=Page[AuditEventOut], summary="The audit trail")
+async def audit_events(
+    request: Request,
+    response: Response,
+    admin: Superuser,
+    session: SessionDep,
+    params: PageDep,
+    user_id: uuid.UUID | None = None,
+    workspace_id: uuid.UUID | None = None,
+    event: Annotated[str | None, Query(max_length=60)] = None,
+    since: datetime | None = None,
+) -> Page[AuditEventOut]:
+    statement = admin_service.audit_query(
+        workspace_id=workspace_id, user_id=user_id, event=event, since=since
+    )
+    codec = request.app.state.resources.cursors
+    page = await paginate(session, statement, params, admin_service.AUDIT_SORTING, codec)
+    set_link_header(request, response, page.next_cursor)
+    return Page[AuditEventOut](
+        items=[AuditEventOut.model_validate(row) for row in page.items],
+        next_cursor=page.next_cursor,
+    )
