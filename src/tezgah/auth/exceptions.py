@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from tezgah.core.errors import AppError, Conflict, Forbidden, NotFound, Unauthorized
+from tezgah.core.errors import (
+    AppError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from tezgah.core.i18n import N_
 
 
@@ -163,3 +170,65 @@ class InvalidScopes(AppError):
     error_code = "INVALID_SCOPES"
     title = N_("Validation failed")
     message = N_("These scopes cannot be given to this key: {scopes}.")
+
+
+# OpenID Connect / OAuth2 sign-in ------------------------------------------------------------
+
+
+class OIDCProviderNotFound(NotFound):
+    error_code = "OIDC_PROVIDER_NOT_FOUND"
+    message = N_("No sign-in provider named '{provider}' is configured.")
+
+
+class OIDCStateInvalid(AppError):
+    status_code = 400
+    error_code = "OIDC_STATE_INVALID"
+    message = N_("This sign-in attempt is unknown or has expired. Start the sign-in again.")
+
+
+class OIDCRedirectInvalid(AppError):
+    status_code = 400
+    error_code = "OIDC_REDIRECT_INVALID"
+    message = N_("The redirect target must be a path on this site, such as /designs.")
+
+
+class OIDCProviderError(AppError):
+    status_code = 400
+    error_code = "OIDC_PROVIDER_ERROR"
+    message = N_("The sign-in provider did not sign you in ({error}).")
+
+
+class OIDCTokenExchangeFailed(Unauthorized):
+    error_code = "OIDC_TOKEN_EXCHANGE_FAILED"
+    message = N_("The sign-in provider refused the sign-in code. Start the sign-in again.")
+
+
+class OIDCIDTokenInvalid(Unauthorized):
+    error_code = "OIDC_ID_TOKEN_INVALID"
+    message = N_("The ID token from the sign-in provider is invalid.")
+
+
+class OIDCProfileInvalid(Unauthorized):
+    error_code = "OIDC_PROFILE_INVALID"
+    message = N_("The sign-in provider did not say who you are.")
+
+
+class OIDCEmailNotVerified(Forbidden):
+    error_code = "OIDC_EMAIL_NOT_VERIFIED"
+    message = N_(
+        "The sign-in provider has not confirmed your email address; accounts are linked only "
+        "by confirmed addresses."
+    )
+
+
+class OIDCAccountUnverified(Conflict):
+    error_code = "OIDC_ACCOUNT_UNVERIFIED"
+    message = N_(
+        "An account with this email address exists, but the address is not confirmed yet. "
+        "Confirm it with the mail we sent, then sign in with this provider again."
+    )
+
+
+class OIDCProviderUnavailable(ServiceUnavailable):
+    error_code = "OIDC_PROVIDER_UNAVAILABLE"
+    message = N_("The sign-in provider cannot be reached. Try again shortly.")

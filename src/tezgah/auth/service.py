@@ -41,7 +41,7 @@ from tezgah.auth.tokens import TokenError
 from tezgah.core import mail
 from tezgah.core.cache import Cache
 from tezgah.core.db import utcnow
-from tezgah.core.i18n import translate
+from tezgah.core.i18n import N_, translate
 
 VERIFY_EMAIL = "verify_email"
 RESET_PASSWORD = "reset_password"  # noqa: S105 - a purpose name, not a password
@@ -151,15 +151,17 @@ async def send_verification_mail(session: AsyncSession, kit: AuthKit, user: User
     )
     language = user.language
     body = translate(
-        "Hello {name},\n\nconfirm your email address for tezgah with this link:\n{link}\n\n"
-        "Or send this code to the API: {token}\n\nIf you did not create an account, ignore "
-        "this mail.",
+        N_(
+            "Hello {name},\n\nconfirm your email address for tezgah with this link:\n{link}\n\n"
+            "Or send this code to the API: {token}\n\nIf you did not create an account, ignore "
+            "this mail."
+        ),
         language,
         name=user.display_name,
         link=link(kit, "/verify-email", token),
         token=token,
     )
-    subject = translate("Confirm your email address", language)
+    subject = translate(N_("Confirm your email address"), language)
     mail.enqueue(
         session, to=user.email, subject=subject, body=body, language=language, kind=VERIFY_EMAIL
     )
@@ -462,9 +464,11 @@ async def request_password_reset(session: AsyncSession, kit: AuthKit, email: str
     )
     language = user.language
     body = translate(
-        "Hello {name},\n\nsomebody asked to reset your tezgah password. Use this link within "
-        "{minutes} minutes:\n{link}\n\nOr send this code to the API: {token}\n\nIf it was not "
-        "you, ignore this mail; your password stays as it is.",
+        N_(
+            "Hello {name},\n\nsomebody asked to reset your tezgah password. Use this link "
+            "within {minutes} minutes:\n{link}\n\nOr send this code to the API: {token}\n\n"
+            "If it was not you, ignore this mail; your password stays as it is."
+        ),
         language,
         name=user.display_name,
         minutes=kit.settings.password_reset_ttl_seconds // 60,
@@ -474,7 +478,7 @@ async def request_password_reset(session: AsyncSession, kit: AuthKit, email: str
     mail.enqueue(
         session,
         to=user.email,
-        subject=translate("Reset your tezgah password", language),
+        subject=translate(N_("Reset your tezgah password"), language),
         body=body,
         language=language,
         kind=RESET_PASSWORD,

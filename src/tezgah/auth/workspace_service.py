@@ -29,7 +29,7 @@ from tezgah.auth.schemas import InvitationIn, MemberOut, WorkspaceIn, WorkspaceO
 from tezgah.auth.service import create_workspace
 from tezgah.core import mail
 from tezgah.core.db import utcnow
-from tezgah.core.i18n import translate
+from tezgah.core.i18n import N_, translate
 
 
 def workspace_out(workspace: Workspace, role: str) -> WorkspaceOut:
@@ -211,9 +211,11 @@ async def invite(
     await session.flush()
     language = existing.language if existing is not None else access.user.language
     body = translate(
-        '{inviter} invited you to the workspace "{workspace}" on tezgah as {role}.\n\n'
-        "Accept with this link (sign in or create an account with this address first):\n"
-        "{link}\n\nOr send this code to the API: {token}",
+        N_(
+            '{inviter} invited you to the workspace "{workspace}" on tezgah as {role}.\n\n'
+            "Accept with this link (sign in or create an account with this address first):\n"
+            "{link}\n\nOr send this code to the API: {token}"
+        ),
         language,
         inviter=access.user.display_name,
         workspace=workspace.name,

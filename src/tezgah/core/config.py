@@ -40,7 +40,8 @@ def _split_csv(value: Any) -> Any:
 class OIDCProvider(BaseModel):
     """One OpenID Connect identity provider (discovery from ``issuer``)."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
+    # At most 15 characters: the login method "oidc:<name>" is stored with each refresh token.
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,14}$")
     issuer: str
     client_id: str
     client_secret: SecretStr = SecretStr("")
@@ -50,6 +51,9 @@ class OIDCProvider(BaseModel):
     authorize_url: str = ""
     token_url: str = ""
     userinfo_url: str = ""
+    # Plain OAuth2 providers that keep verified addresses apart (GitHub: .../user/emails, a list
+    # of {"email", "primary", "verified"}); the primary verified address is used.
+    emails_url: str = ""
 
 
 class Settings(BaseSettings):
