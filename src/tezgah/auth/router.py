@@ -335,11 +335,15 @@ async def session_refresh(
     summary="Browser sign-out: ends the session and clears its cookies",
 )
 async def session_logout(
-    principal: CurrentPrincipal, session: SessionDep, kit: KitDep, meta: MetaDep
+    user: CurrentUser,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    kit: KitDep,
+    meta: MetaDep,
 ) -> Response:
     family = principal.claims.get("fam")
     if family:
-        await service.logout_family(session, meta, principal.user, uuid.UUID(str(family)))
+        await service.logout_family(session, meta, user, uuid.UUID(str(family)))
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     _clear_session_cookies(response, kit)
     return response
@@ -390,8 +394,8 @@ async def change_password(
 
 
 @router.get("/me", response_model=UserOut, summary="The signed-in account")
-async def me(principal: CurrentPrincipal) -> UserOut:
-    return user_out(principal.user)
+async def me(user: CurrentUser) -> UserOut:
+    return user_out(user)
 
 
 @router.patch("/me", response_model=UserOut, summary="Update display name or language")

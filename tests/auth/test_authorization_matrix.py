@@ -1,0 +1,361 @@
+"""The authorization matrix: every operation of the API, every kind of caller, one expected
+status each.
+
+The operations come from the app's own OpenAPI schema, so a route added later without a row
+here fails ``test_every_operation_is_in_the_matrix``. Each (operation, caller) pair runs
+against a freshly built world (written straight to the database, so it is cheap): a team
+workspace with one member of each role, a member to act on, an outsider with a workspace of their
+own, a superuser who belongs to nothing, API keys with and without machine scopes, a pending
+invitation and an API key to revoke.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tezgah.auth import service
+from tezgah.auth.kit import AuthKit
+from tezgah.auth.models import ApiKey, Invitation, Membership, RefreshToken, User, Workspace
+from tezgah.auth.permissions import API_KEY_SCOPES
+from tezgah.auth.repository import email_key
+from tezgah.auth.tokens import new_api_key
+from tezgah.core.db import utcnow
+from tests.auth.conftest import PASSWORD
+
+ROLES = ("viewer", "operator", "engineer", "admin", "owner")
+PEOPLE = (*ROLES, "outsider", "superuser")
+KEYS = ("key_full", "key_min")
+CALLERS = ("anonymous", *PEOPLE, *KEYS)
+
+
+@dataclass
+class World:
+    workspace_id: str
+    target_user_id: str
+    invitation_id: str
+    key_id: str
+    outsider_invitation_token: str
+    refresh_token: str
+    owner_email: str
+    credentials: dict[str, dict[str, str]]
+    emails: dict[str, str]
+
+
+async def _user(session: Any, password_hash: str, name: str, **flags: Any) -> User:
+    address = f"{name}-{uuid.uuid4().hex[:8]}@example.com"
+    user = User(
+        email=address,
+        email_key=email_key(address),
+        display_name=name,
+        password_hash=password_hash,
+        email_verified_at=utcnow(),
+        tokens_valid_after=utcnow(),
+        **flags,
+    )
+    session.add(user)
+    await session.flush()
+    return user
+
+
+async def build_world(app: FastAPI, password_hash: str) -> World:
+    kit: AuthKit = app.state.auth
+    tokens = kit.tokens
+    now = utcnow()
+    async with app.state.resources.database.sessionmaker() as session, session.begin():
+        users = {name: await _user(session, password_hash, name) for name in (*ROLES, "outsider")}
+        users["superuser"] = await _user(session, password_hash, "superuser", is_superuser=True)
+        target = await _user(session, password_hash, "target")
+        workspace = Workspace(slug=f"team-{uuid.uuid4().hex[:8]}", name="Team", is_personal=False)
+        own = Workspace(slug=f"own-{uuid.uuid4().hex[:8]}", name="Own", is_personal=True)
+        session.add_all([workspace, own])
+        await session.flush()
+        for role in ROLES:
+            session.add(Membership(workspace_id=workspace.id, user_id=users[role].id, role=role))
+        session.add(Membership(workspace_id=workspace.id, user_id=target.id, role="viewer"))
+        session.add(Membership(workspace_id=own.id, user_id=users["outsider"].id, role="owner"))
+        keys: dict[str, str] = {}
+        key_rows: dict[str, ApiKey] = {}
+        for name, scopes in (
+            ("key_full", sorted(API_KEY_SCOPES)),
+            ("key_min", ["designs:read"]),
+            ("key_target", ["designs:read"]),
+        ):
+            full, prefix, secret = new_api_key()
+            row = ApiKey(
+                workspace_id=workspace.id,
+                created_by_id=users["owner"].id,
+                name=name,
+                prefix=prefix,
+                key_hash=tokens.hash_secret(secret),
+                scopes=scopes,
+            )
+            session.add(row)
+            keys[name], key_rows[name] = full, row
+        _, invitation_hash = tokens.new_secret()
+        invitation = Invitation(
+            workspace_id=workspace.id,
+            email="pending@example.com",
+            email_key="pending@example.com",
+            role="viewer",
+            token_hash=invitation_hash,
+            expires_at=now + timedelta(days=1),
+        )
+        outsider_token, outsider_hash = tokens.new_secret()
+        outsider_invitation = Invitation(
+            workspace_id=workspace.id,
+            email=users["outsider"].email,
+            email_key=users["outsider"].email_key,
+            role="viewer",
+            token_hash=outsider_hash,
+            expires_at=now + timedelta(days=1),
+        )
+        refresh_secret, refresh_hash = tokens.new_secret()
+        session.add_all(
+            [
+                invitation,
+                outsider_invitation,
+                RefreshToken(
+                    user_id=users["owner"].id,
+                    family_id=uuid.uuid4(),
+                    token_hash=refresh_hash,
+                    expires_at=now + timedelta(days=1),
+                ),
+            ]
+        )
+        await session.flush()
+        credentials: dict[str, dict[str, str]] = {"anonymous": {}}
+        for name, user in users.items():
+            token = service.access_token(kit, user, uuid.uuid4())
+            credentials[name] = {"Authorization": f"Bearer {token}"}
+        credentials["key_full"] = {"X-API-Key": keys["key_full"]}
+        credentials["key_min"] = {"Authorization": f"Bearer {keys['key_min']}"}
+        return World(
+            workspace_id=str(workspace.id),
+            target_user_id=str(target.id),
+            invitation_id=str(invitation.id),
+            key_id=str(key_rows["key_target"].id),
+            outsider_invitation_token=outsider_token,
+            refresh_token=refresh_secret,
+            owner_email=users["owner"].email,
+            credentials=credentials,
+            emails={name: user.email for name, user in users.items()},
+        )
+
+
+# Expected statuses -----------------------------------------------------------------------------
+
+Expectation = dict[str, int]
+
+
+def public(status: int) -> Expectation:
+    return dict.fromkeys(CALLERS, status)
+
+
+def person(status: int) -> Expectation:
+    """Any signed-in person; API keys are refused (403), nobody is 401."""
+    return {"anonymous": 401, **dict.fromkeys(PEOPLE, status), **dict.fromkeys(KEYS, 403)}
+
+
+def in_workspace(
+    allowed: tuple[str, ...], status: int, *, key_full: int = 403, key_min: int = 403
+) -> Expectation:
+    """Members with one of ``allowed`` roles get ``status``, other members 403, people outside
+    the workspace 404 (they may not learn it exists), API keys as given."""
+    expected: Expectation = {"anonymous": 401, "outsider": 404, "superuser": 404}
+    for role in ROLES:
+        expected[role] = status if role in allowed else 403
+    expected["key_full"], expected["key_min"] = key_full, key_min
+    return expected
+
+
+def superuser_only(status: int) -> Expectation:
+    return {
+        "anonymous": 401,
+        **dict.fromkeys(PEOPLE, 403),
+        "superuser": status,
+        **dict.fromkeys(KEYS, 403),
+    }
+
+
+MANAGERS = ("admin", "owner")
+EVERY_ROLE = ROLES
+
+Body = Callable[[World, str], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Case:
+    expected: Expectation
+    json: Body | None = None
+    form: Body | None = None
+
+
+def _register_body(world: World, caller: str) -> dict[str, Any]:
+    return {
+        "email": f"new-{uuid.uuid4().hex[:8]}@example.com",
+        "password": PASSWORD,
+        "display_name": "New",
+    }
+
+
+def _owner_login(world: World, caller: str) -> dict[str, Any]:
+    return {"username": world.owner_email, "password": PASSWORD}
+
+
+MATRIX: dict[tuple[str, str], Case] = {
+    ("GET", "/health"): Case(public(200)),
+    ("GET", "/ready"): Case(public(200)),
+    ("GET", "/metrics"): Case(public(200)),
+    ("GET", "/api/v1/meta"): Case(public(200)),
+    ("POST", "/api/v1/auth/register"): Case(public(201), json=_register_body),
+    ("POST", "/api/v1/auth/verify-email"): Case(public(401), json=lambda w, c: {"token": "x"}),
+    ("POST", "/api/v1/auth/verify-email/resend"): Case(
+        public(202), json=lambda w, c: {"email": "nobody@example.com"}
+    ),
+    ("POST", "/api/v1/auth/token"): Case(public(200), form=_owner_login),
+    ("POST", "/api/v1/auth/mfa/verify"): Case(
+        public(401), json=lambda w, c: {"mfa_token": "not-a-token", "code": "123456"}
+    ),
+    ("POST", "/api/v1/auth/refresh"): Case(
+        public(200), json=lambda w, c: {"refresh_token": w.refresh_token}
+    ),
+    ("POST", "/api/v1/auth/logout"): Case(
+        public(204), json=lambda w, c: {"refresh_token": w.refresh_token}
+    ),
+    ("POST", "/api/v1/auth/logout-all"): Case(person(204)),
+    ("POST", "/api/v1/auth/session"): Case(
+        public(200), json=lambda w, c: {"email": w.owner_email, "password": PASSWORD}
+    ),
+    ("DELETE", "/api/v1/auth/session"): Case(person(204)),
+    ("POST", "/api/v1/auth/session/mfa"): Case(
+        public(401), json=lambda w, c: {"mfa_token": "not-a-token", "code": "123456"}
+    ),
+    ("POST", "/api/v1/auth/session/refresh"): Case(public(401)),
+    ("POST", "/api/v1/auth/password/forgot"): Case(
+        public(202), json=lambda w, c: {"email": "nobody@example.com"}
+    ),
+    ("POST", "/api/v1/auth/password/reset"): Case(
+        public(401), json=lambda w, c: {"token": "x", "new_password": PASSWORD + "2"}
+    ),
+    ("POST", "/api/v1/auth/password/change"): Case(
+        person(200),
+        json=lambda w, c: {"current_password": PASSWORD, "new_password": PASSWORD + "-new"},
+    ),
+    ("GET", "/api/v1/auth/me"): Case(person(200)),
+    ("PATCH", "/api/v1/auth/me"): Case(person(200), json=lambda w, c: {"language": "tr"}),
+    ("POST", "/api/v1/auth/me/deactivate"): Case(
+        person(204), json=lambda w, c: {"password": PASSWORD}
+    ),
+    ("POST", "/api/v1/auth/mfa/totp/setup"): Case(
+        person(200), json=lambda w, c: {"password": PASSWORD}
+    ),
+    # Nobody in the world is enrolled: a person gets past authorization to the 409.
+    ("POST", "/api/v1/auth/mfa/totp/confirm"): Case(
+        person(409), json=lambda w, c: {"code": "123456"}
+    ),
+    ("POST", "/api/v1/auth/mfa/disable"): Case(
+        person(409), json=lambda w, c: {"password": PASSWORD, "code": "123456"}
+    ),
+    ("POST", "/api/v1/auth/mfa/recovery-codes"): Case(
+        person(409), json=lambda w, c: {"password": PASSWORD, "code": "123456"}
+    ),
+    ("GET", "/api/v1/workspaces"): Case(person(200)),
+    ("POST", "/api/v1/workspaces"): Case(person(201), json=lambda w, c: {"name": "Atölye"}),
+    ("GET", "/api/v1/workspaces/{workspace_id}"): Case(in_workspace(EVERY_ROLE, 200, key_full=200)),
+    ("PATCH", "/api/v1/workspaces/{workspace_id}"): Case(
+        in_workspace(MANAGERS, 200), json=lambda w, c: {"name": "Renamed"}
+    ),
+    ("DELETE", "/api/v1/workspaces/{workspace_id}"): Case(in_workspace(("owner",), 204)),
+    ("GET", "/api/v1/workspaces/{workspace_id}/members"): Case(in_workspace(EVERY_ROLE, 200)),
+    ("PATCH", "/api/v1/workspaces/{workspace_id}/members/{user_id}"): Case(
+        in_workspace(MANAGERS, 200), json=lambda w, c: {"role": "operator"}
+    ),
+    ("DELETE", "/api/v1/workspaces/{workspace_id}/members/{user_id}"): Case(
+        in_workspace(MANAGERS, 204)
+    ),
+    ("POST", "/api/v1/workspaces/{workspace_id}/invitations"): Case(
+        in_workspace(MANAGERS, 201),
+        json=lambda w, c: {"email": f"inv-{uuid.uuid4().hex[:6]}@example.com", "role": "viewer"},
+    ),
+    ("GET", "/api/v1/workspaces/{workspace_id}/invitations"): Case(in_workspace(MANAGERS, 200)),
+    ("DELETE", "/api/v1/workspaces/{workspace_id}/invitations/{invitation_id}"): Case(
+        in_workspace(MANAGERS, 204)
+    ),
+    ("POST", "/api/v1/invitations/accept"): Case(
+        {**person(403), "outsider": 200},
+        json=lambda w, c: {"token": w.outsider_invitation_token},
+    ),
+    ("GET", "/api/v1/workspaces/{workspace_id}/api-keys"): Case(in_workspace(MANAGERS, 200)),
+    ("POST", "/api/v1/workspaces/{workspace_id}/api-keys"): Case(
+        in_workspace(MANAGERS, 201), json=lambda w, c: {"name": "cnc", "scopes": ["cam:run"]}
+    ),
+    ("DELETE", "/api/v1/workspaces/{workspace_id}/api-keys/{key_id}"): Case(
+        in_workspace(MANAGERS, 204)
+    ),
+    ("GET", "/api/v1/workspaces/{workspace_id}/audit-events"): Case(in_workspace(("owner",), 200)),
+    ("GET", "/api/v1/admin/users"): Case(superuser_only(200)),
+    ("PATCH", "/api/v1/admin/users/{user_id}"): Case(
+        superuser_only(200), json=lambda w, c: {"is_active": False}
+    ),
+    ("GET", "/api/v1/admin/audit-events"): Case(superuser_only(200)),
+}
+
+
+def schema_operations(app: FastAPI) -> set[tuple[str, str]]:
+    return {
+        (method.upper(), path)
+        for path, operations in app.openapi()["paths"].items()
+        for method in operations
+    }
+
+
+def test_every_operation_is_in_the_matrix() -> None:
+    from tezgah.main import create_app
+
+    operations = schema_operations(create_app())
+    assert operations - MATRIX.keys() == set(), "add these operations to MATRIX"
+    assert MATRIX.keys() - operations == set(), "these MATRIX rows name no operation"
+
+
+def fill_path(path: str, world: World) -> str:
+    return path.format(
+        workspace_id=world.workspace_id,
+        user_id=world.target_user_id,
+        invitation_id=world.invitation_id,
+        key_id=world.key_id,
+    )
+
+
+@pytest.fixture
+async def password_hash(app: FastAPI) -> str:
+    kit: AuthKit = app.state.auth
+    return await kit.passwords.hash(PASSWORD)
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(MATRIX), ids=lambda v: str(v))
+async def test_each_caller_gets_the_expected_status(
+    method: str, path: str, app: FastAPI, client: httpx.AsyncClient, password_hash: str
+) -> None:
+    case = MATRIX[(method, path)]
+    got: dict[str, int] = {}
+    for caller in CALLERS:
+        world = await build_world(app, password_hash)
+        response = await client.request(
+            method,
+            fill_path(path, world),
+            headers=world.credentials[caller],
+            json=case.json(world, caller) if case.json else None,
+            data=case.form(world, caller) if case.form else None,
+        )
+        got[caller] = response.status_code
+        if response.status_code >= 400:
+            assert response.headers["content-type"].startswith("application/problem+json")
+    assert got == case.expected
