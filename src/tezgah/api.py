@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 
 from tezgah.auth.admin_router import router as admin_router
 from tezgah.auth.dependencies import caller_key
+from tezgah.auth.oidc_router import router as oidc_router
 from tezgah.auth.router import router as auth_router
 from tezgah.auth.workspace_router import router as workspace_router
 from tezgah.core.ratelimit import rate_limit
@@ -13,7 +14,7 @@ from tezgah.core.ratelimit import rate_limit
 API_PREFIX = "/api/v1"
 
 # Domain routers join here as they are built (designs, uploads, cam, jobs).
-DOMAIN_ROUTERS: list[APIRouter] = [auth_router, workspace_router, admin_router]
+DOMAIN_ROUTERS: list[APIRouter] = [auth_router, oidc_router, workspace_router, admin_router]
 
 
 def _default_limit(request: Request) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from tests.auth.conftest import PASSWORD
 
 from tezgah.auth import service
 from tezgah.auth.kit import AuthKit
@@ -28,7 +29,6 @@ from tezgah.auth.permissions import API_KEY_SCOPES
 from tezgah.auth.repository import email_key
 from tezgah.auth.tokens import new_api_key
 from tezgah.core.db import utcnow
-from tests.auth.conftest import PASSWORD
 
 ROLES = ("viewer", "operator", "engineer", "admin", "owner")
 PEOPLE = (*ROLES, "outsider", "superuser")
