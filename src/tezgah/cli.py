@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 import uvicorn
@@ -13,9 +14,19 @@ import uvicorn
 from tezgah.core import migrate
 from tezgah.core.config import get_settings
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from tezgah.auth.models import User
+
+T = TypeVar("T")
 app = typer.Typer(help="tezgah: a self-hostable FreeCAD server.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+users_app = typer.Typer(
+    help="Accounts, for operators (the API does the rest).", no_args_is_help=True
+)
+app.add_typer(users_app, name="users")
 
 
 def _prepare_multiprocess_metrics(workers: int) -> None:
@@ -86,6 +97,69 @@ def demo(
     typer.echo(f"tezgah demo: http://{host}:{port}/docs")
     if serve_after:
         serve(host=host, port=port, workers=1, proxy_headers=False)
+
+
+async def _with_session(action: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run ``action`` in one committed transaction."""
+    from tezgah.core.db import Database
+
+    database = Database(get_settings())
+    try:
+        async with database.sessionmaker() as session, session.begin():
+            return await action(session)
+    finally:
+        await database.dispose()
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Argument(help="Email address (the login).")],
+    display_name: Annotated[str, typer.Option(help="Name shown to others.")] = "Admin",
+    superuser: Annotated[bool, typer.Option(help="Make a server administrator.")] = False,
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)
+    ] = "",
+) -> None:
+    """Create a verified account (and its personal workspace)."""
+    from tezgah.auth.provisioning import ProvisioningError, create_account
+
+    settings = get_settings()
+
+    async def action(session: AsyncSession) -> User:
+        return await create_account(
+            session,
+            settings,
+            email=email,
+            password=password,
+            display_name=display_name,
+            superuser=superuser,
+        )
+
+    try:
+        user = asyncio.run(_with_session(action))
+    except ProvisioningError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
+    typer.echo(f"created {user.email}{' (superuser)' if superuser else ''}")
+
+
+@users_app.command("set-superuser")
+def users_set_superuser(
+    email: Annotated[str, typer.Argument()],
+    revoke: Annotated[bool, typer.Option("--revoke", help="Take the role away.")] = False,
+) -> None:
+    """Grant (or with --revoke take away) the server administrator role."""
+    from tezgah.auth.provisioning import ProvisioningError, set_superuser
+
+    async def action(session: AsyncSession) -> User:
+        return await set_superuser(session, email, not revoke)
+
+    try:
+        asyncio.run(_with_session(action))
+    except ProvisioningError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
+    typer.echo(f"{email}: superuser {'revoked' if revoke else 'granted'}")
 
 
 @app.command()

@@ -6,13 +6,14 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tezgah.auth.provisioning import load_demo_accounts
 from tezgah.core.config import Settings
 from tezgah.core.db import Database
 
-DemoLoader = Callable[[AsyncSession], Awaitable[str]]
+DemoLoader = Callable[[AsyncSession, Settings], Awaitable[str]]
 
-# Domains append their loaders here (accounts, designs, CAM examples) as they are built.
-LOADERS: list[DemoLoader] = []
+# Domains append their loaders here (designs, CAM examples) as they are built.
+LOADERS: list[DemoLoader] = [load_demo_accounts]
 
 
 async def load_demo_data(settings: Settings) -> list[str]:
@@ -20,6 +21,6 @@ async def load_demo_data(settings: Settings) -> list[str]:
     database = Database(settings)
     try:
         async with database.sessionmaker() as session, session.begin():
-            return [await loader(session) for loader in LOADERS]
+            return [await loader(session, settings) for loader in LOADERS]
     finally:
         await database.dispose()

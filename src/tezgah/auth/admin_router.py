@@ -15,9 +15,9 @@ from tezgah.auth.router import user_out
 from tezgah.auth.schemas import AdminUserUpdate, AuditEventOut, UserOut
 from tezgah.core.db import SessionDep
 from tezgah.core.pagination import Page, PageParams, page_params, paginate, set_link_header
-from tezgah.core.routing import make_router
+from tezgah.core.routing import AUTH_PROBLEM_RESPONSES, make_router
 
-router = make_router(prefix="/admin", tags=["admin"])
+router = make_router(prefix="/admin", tags=["admin"], responses=AUTH_PROBLEM_RESPONSES)
 PageDep = Annotated[PageParams, Depends(page_params)]
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tezgah.auth import audit, repository
 from tezgah.auth.audit import RequestMeta
-from tezgah.auth.exceptions import UserNotFound
+from tezgah.auth.exceptions import CannotDemoteSelf, UserNotFound
 from tezgah.auth.models import AuditEvent, User
 from tezgah.auth.schemas import AdminUserUpdate
 from tezgah.core.db import utcnow
@@ -56,6 +56,9 @@ async def update_user(
     user = await repository.user_by_id(session, user_id)
     if user is None:
         raise UserNotFound()
+    if user.id == admin.id and (data.is_active is False or data.is_superuser is False):
+        # The server must keep an administrator: nobody locks themselves out by mistake.
+        raise CannotDemoteSelf()
     now = utcnow()
     if data.is_active is not None and data.is_active != user.is_active:
         user.is_active = data.is_active

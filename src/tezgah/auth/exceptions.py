@@ -232,3 +232,8 @@ class OIDCAccountUnverified(Conflict):
 class OIDCProviderUnavailable(ServiceUnavailable):
     error_code = "OIDC_PROVIDER_UNAVAILABLE"
     message = N_("The sign-in provider cannot be reached. Try again shortly.")
+
+
+class CannotDemoteSelf(Conflict):
+    error_code = "CANNOT_DEMOTE_SELF"
+    message = N_("You cannot deactivate yourself or give up your own administrator role here.")

@@ -44,9 +44,9 @@ from tezgah.auth.schemas import (
 from tezgah.core.cache import Cache
 from tezgah.core.db import SessionDep
 from tezgah.core.ratelimit import enforce, get_rate_limiter, rate_limit
-from tezgah.core.routing import make_router
+from tezgah.core.routing import AUTH_PROBLEM_RESPONSES, make_router
 
-router = make_router(prefix="/auth", tags=["auth"])
+router = make_router(prefix="/auth", tags=["auth"], responses=AUTH_PROBLEM_RESPONSES)
 KitDep = Annotated[AuthKit, Depends(get_auth_kit)]
 SESSION_REFRESH_PATH = "/api/v1/auth/session"
 

@@ -31,9 +31,9 @@ from tezgah.auth.schemas import (
 )
 from tezgah.core.db import SessionDep
 from tezgah.core.pagination import Page, PageParams, page_params, paginate, set_link_header
-from tezgah.core.routing import make_router
+from tezgah.core.routing import AUTH_PROBLEM_RESPONSES, make_router
 
-router = make_router(tags=["workspaces"])
+router = make_router(tags=["workspaces"], responses=AUTH_PROBLEM_RESPONSES)
 KitDep = Annotated[AuthKit, Depends(get_auth_kit)]
 PageDep = Annotated[PageParams, Depends(page_params)]
 
@@ -149,9 +149,7 @@ async def change_member_role(
     session: SessionDep,
     meta: MetaDep,
 ) -> MemberOut:
-    await workspace_service.change_role(session, meta, access, user_id, data.role)
-    members = await workspace_service.members(session, access.workspace.id)
-    return next(member for member in members if member.user_id == user_id)
+    return await workspace_service.change_role(session, meta, access, user_id, data.role)
 
 
 @router.delete(

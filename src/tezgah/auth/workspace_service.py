@@ -81,6 +81,16 @@ async def delete(session: AsyncSession, meta: RequestMeta, access: WorkspaceAcce
     await session.delete(access.workspace)
 
 
+def member_out(membership: Membership, user: User) -> MemberOut:
+    return MemberOut(
+        user_id=user.id,
+        display_name=user.display_name,
+        email=user.email,
+        role=Role(membership.role),
+        joined_at=membership.created_at,
+    )
+
+
 async def members(session: AsyncSession, workspace_id: uuid.UUID) -> list[MemberOut]:
     rows = await session.execute(
         select(Membership, User)
@@ -88,16 +98,7 @@ async def members(session: AsyncSession, workspace_id: uuid.UUID) -> list[Member
         .where(Membership.workspace_id == workspace_id)
         .order_by(Membership.created_at, Membership.id)
     )
-    return [
-        MemberOut(
-            user_id=user.id,
-            display_name=user.display_name,
-            email=user.email,
-            role=Role(membership.role),
-            joined_at=membership.created_at,
-        )
-        for membership, user in rows.all()
-    ]
+    return [member_out(membership, user) for membership, user in rows.all()]
 
 
 async def _owner_count(session: AsyncSession, workspace_id: uuid.UUID) -> int:
@@ -124,7 +125,7 @@ async def change_role(
     access: WorkspaceAccess,
     user_id: uuid.UUID,
     role: Role,
-) -> Membership:
+) -> MemberOut:
     """Nobody grants above their own role or changes someone who outranks them; the last
     owner stays an owner."""
     target = await _target_membership(session, access, user_id)
@@ -149,7 +150,10 @@ async def change_role(
         previous_role=previous,
         role=role.value,
     )
-    return target
+    user = await repository.user_by_id(session, user_id)
+    if user is None:
+        raise MemberNotFound()
+    return member_out(target, user)
 
 
 async def remove_member(

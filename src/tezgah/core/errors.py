@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import exc as orm_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -269,6 +270,9 @@ def to_app_error(exc: BaseException, request: Request | None = None) -> AppError
         return _from_http_exception(exc, request)
     if isinstance(exc, sa_exc.SQLAlchemyError) and database_error_is_unavailability(exc):
         return DatabaseUnavailable(headers={"Retry-After": "5"})
+    if isinstance(exc, sa_exc.IntegrityError | orm_exc.StaleDataError):
+        # Two requests raced for the same row or unique value; the loser retries or gives up.
+        return Conflict(message=N_("The resource was changed by another request. Try again."))
     if _is_redis_connection_error(exc):
         return DependencyUnavailable(params={"dependency": "redis"}, headers={"Retry-After": "5"})
     return None

@@ -41,6 +41,13 @@ def _problem(description: str) -> dict[str, Any]:
     }
 
 
+# Added by routers whose routes authenticate: who is calling, may they, does it clash.
+AUTH_PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _problem("Not authenticated, or the credentials are invalid or expired"),
+    403: _problem("Authenticated, but not allowed to do this"),
+    409: _problem("Conflicts with the current state"),
+}
+
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _problem("Bad request (malformed JSON, invalid cursor, ...)"),
     404: _problem("Not found"),
