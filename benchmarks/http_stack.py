@@ -118,9 +118,18 @@ def start_server(target: Target, port: int, env: dict[str, str]) -> subprocess.P
     raise RuntimeError(f"{target.name} did not start")
 
 
-def drive(port: int, duration: int) -> Sample:
-    command = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{duration}s", "--latency"]
-    command.append(f"http://127.0.0.1:{port}/health")
+def drive(
+    port: int,
+    duration: int,
+    path: str = "/health",
+    headers: dict[str, str] | None = None,
+    connections: int = CONNECTIONS,
+) -> Sample:
+    threads = min(THREADS, connections)
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
+    for name, value in (headers or {}).items():
+        command += ["-H", f"{name}: {value}"]
+    command.append(f"http://127.0.0.1:{port}{path}")
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return parse_wrk(output)
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import anyio.to_thread
 from pwdlib import PasswordHash
@@ -12,6 +15,7 @@ from pwdlib.hashers.argon2 import Argon2Hasher
 from tezgah.core.config import Settings
 from tezgah.core.i18n import N_
 
+T = TypeVar("T")
 COMMON_PASSWORDS_FILE = Path(__file__).parent / "data" / "common-passwords.txt"
 MAX_PASSWORD_LENGTH = 256  # Argon2 takes any length; this bounds the work per attempt
 
@@ -32,23 +36,28 @@ class PasswordHasher:
         )
         # Verified when the account does not exist, so both paths cost one Argon2 run.
         self._dummy_hash = self._hash.hash("tezgah-timing-equaliser")
+        # Argon2 is CPU and memory bound: a login storm must not take every core from the
+        # event loop, so hashes queue for a few threads instead of anyio's default forty.
+        concurrency = settings.password_hash_concurrency or max(1, (os.cpu_count() or 2) - 1)
+        self._limiter = anyio.CapacityLimiter(concurrency)
+
+    async def _run(self, function: Callable[..., T], *args: str) -> T:
+        return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
 
     async def hash(self, password: str) -> str:
-        return await anyio.to_thread.run_sync(self._hash.hash, password)
+        return await self._run(self._hash.hash, password)
 
     async def verify(self, password: str, stored: str | None) -> tuple[bool, str | None]:
         """(matches, new hash if the stored one should be replaced)."""
         target = stored or self._dummy_hash
-        valid, updated = await anyio.to_thread.run_sync(
-            self._hash.verify_and_update, password, target
-        )
+        valid, updated = await self._run(self._hash.verify_and_update, password, target)
         if stored is None:
             return False, None
         return bool(valid), updated
 
     async def burn(self, password: str) -> None:
         """One verification against nothing: makes an unknown email cost what a known one does."""
-        await anyio.to_thread.run_sync(self._hash.verify, password, self._dummy_hash)
+        await self._run(self._hash.verify, password, self._dummy_hash)
 
 
 @functools.cache

@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=3, ge=1, le=20)
     argon2_memory_cost_kib: int = Field(default=65_536, ge=1024, le=4_194_304)
     argon2_parallelism: int = Field(default=2, ge=1, le=16)
+    # Hashes computed at once; None: one fewer than the CPUs, so requests keep a core.
+    password_hash_concurrency: int | None = Field(default=None, ge=1, le=64)
     password_min_length: int = Field(default=10, ge=8, le=128)
     email_token_ttl_seconds: int = Field(default=86_400, ge=60)
     password_reset_ttl_seconds: int = Field(default=3_600, ge=60)
