@@ -12,6 +12,7 @@ from alembic.script import ScriptDirectory
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from tezgah.core.config import Settings
 from tezgah.core.db import Database
@@ -50,9 +51,18 @@ def check_settings() -> tuple[Settings | None, Check]:
 
 
 async def check_database(settings: Settings) -> list[Check]:
-    url = make_url(settings.effective_database_url)
+    try:
+        url = make_url(settings.effective_database_url)
+    except (ArgumentError, ValueError) as exc:
+        # The message is fixed: the unparsable URL may hold a password.
+        detail = f"TEZGAH_DATABASE_URL is not a database URL ({type(exc).__name__})"
+        return [Check("database", Status.fail, detail)]
     shown = url.render_as_string(hide_password=True)
-    database = Database(settings)
+    try:
+        # An unknown dialect or a driver that is not installed fails here, before connecting.
+        database = Database(settings)
+    except Exception as exc:
+        return [Check("database", Status.fail, f"{shown}: {type(exc).__name__}: {exc}")]
     try:
         async with database.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
