@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -89,7 +90,10 @@ async def redis_prefix(run_id: str) -> AsyncIterator[str]:
 def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("sqlite") / "tezgah.sqlite3"
     url = f"sqlite+aiosqlite:///{path}"
-    migrate.upgrade(url)
+    # Alembic's env runs its own event loop: in a thread, this works even when the fixture is
+    # first requested from inside a running test loop.
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        executor.submit(migrate.upgrade, url).result()
     return url
 
 

@@ -46,7 +46,7 @@ def tracer_provider() -> TracerProvider:
 def setup_tracing(app: FastAPI, settings: Settings) -> None:
     provider = tracer_provider()
     FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=provider, excluded_urls="/health,/metrics"
+        app, tracer_provider=provider, excluded_urls="/health$,/metrics$"
     )
     app.state.tracing = True
 
