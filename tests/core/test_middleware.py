@@ -135,6 +135,10 @@ def build_app(settings: Settings) -> FastAPI:
     uploads = make_router(prefix=UPLOADS)
     uploads.add_api_route("/test-mw-count", count_body, methods=["POST"])
     app.include_router(uploads)
+    # Shares the upload prefix's text but is not under it: limited like any route.
+    lookalike = make_router(prefix=UPLOADS + "-lookalike")
+    lookalike.add_api_route("/count", count_body, methods=["POST"])
+    app.include_router(lookalike)
     return app
 
 
@@ -402,6 +406,7 @@ async def test_cors_refuses_other_origins(cors_client: httpx.AsyncClient) -> Non
         )
         assert preflight.status_code == 400
         assert "access-control-allow-origin" not in preflight.headers
+        assert_problem(preflight, 400, "CORS_REFUSED")
         simple = await cors_client.get(f"{PREFIX}/json", headers={"Origin": origin})
         assert simple.status_code == 200
         assert "access-control-allow-origin" not in simple.headers
@@ -704,6 +709,8 @@ async def test_upload_routes_are_not_limited(mw_client: httpx.AsyncClient) -> No
     # The same body on a route outside the exempt prefix is refused.
     limited = await mw_client.post(f"{PREFIX}/count", content=payload)
     assert_problem(limited, 413, "PAYLOAD_TOO_LARGE")
+    lookalike = await mw_client.post(f"{UPLOADS}-lookalike/count", content=payload)
+    assert_problem(lookalike, 413, "PAYLOAD_TOO_LARGE")
 
 
 INVALID_CONTENT_LENGTHS = [b"abc", b"-1", b"+5", b"1.5", b"1e3", b"0x10", b"", b"\xb2", b"12 34"]

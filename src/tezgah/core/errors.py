@@ -86,6 +86,12 @@ class InvalidHost(AppError):
     message = N_("The Host header is not one this server answers to.")
 
 
+class CORSRefused(AppError):
+    error_code = "CORS_REFUSED"
+    title = N_("Bad request")
+    message = N_("This origin, method or header is not allowed for cross-origin requests.")
+
+
 class InvalidCursor(AppError):
     error_code = "INVALID_CURSOR"
     message = N_("The pagination cursor is invalid or belongs to another query.")

@@ -15,7 +15,9 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tezgah.core import context, metrics
@@ -23,6 +25,7 @@ from tezgah.core.compression import GZipMiddleware
 from tezgah.core.config import Settings
 from tezgah.core.errors import (
     AppError,
+    CORSRefused,
     InternalError,
     InvalidHost,
     PayloadTooLarge,
@@ -35,6 +38,7 @@ from tezgah.core.logging import enabled_for as logging_enabled_for
 error_log = get_logger("tezgah.error")
 
 UNMATCHED_ROUTE = "<unmatched>"
+HTTP1_VERSIONS = frozenset({"1.0", "1.1"})
 DOCS_PATHS = ("/docs", "/redoc", "/static/swagger")
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 DOCS_CSP = (
@@ -200,6 +204,20 @@ class RequestContextMiddleware:
         )
 
 
+class ProblemCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS layer, answering a refused preflight in the API's error format."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        problem = problem_response(CORSRefused())
+        for name in ("vary", "access-control-max-age"):
+            if name in response.headers:
+                problem.headers[name] = response.headers[name]
+        return problem
+
+
 class TrustedHostMiddleware:
     """Answer only to configured host names (``*.example.com`` wildcards allowed)."""
 
@@ -239,20 +257,30 @@ class BodySizeLimitMiddleware:
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # "/api/v1/uploads" exempts itself and what is under it, not "/api/v1/uploadsX".
         self.exempt_prefixes = tuple(exempt_prefixes)
+        self.exempt_subtrees = tuple(prefix.rstrip("/") + "/" for prefix in self.exempt_prefixes)
+
+    def _exempt(self, path: str) -> bool:
+        return path in self.exempt_prefixes or path.startswith(self.exempt_subtrees)
 
     def _too_large(self) -> AppError:
         return PayloadTooLarge(params={"limit": self.max_bytes})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (
-            self.exempt_prefixes and scope["path"].startswith(self.exempt_prefixes)
+            self.exempt_prefixes and self._exempt(scope["path"])
         ):
             await self.app(scope, receive, send)
             return
         declared = header_value(scope, b"content-length")
-        if declared is None and header_value(scope, b"transfer-encoding") is None:
-            # HTTP/1.1: without either header a request has no body; nothing to count.
+        if (
+            declared is None
+            and scope.get("http_version") in HTTP1_VERSIONS
+            and header_value(scope, b"transfer-encoding") is None
+        ):
+            # HTTP/1.x: without either header a request has no body; nothing to count.
+            # (HTTP/2 may send a body with neither, so it is always counted.)
             await self.app(scope, receive, send)
             return
         if declared is not None:
@@ -311,7 +339,7 @@ def install_middleware(
     app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            ProblemCORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_credentials=True,
             allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE", "HEAD", "OPTIONS"],
