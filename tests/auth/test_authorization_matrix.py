@@ -249,6 +249,10 @@ MATRIX: dict[tuple[str, str], Case] = {
         person(200),
         json=lambda w, c: {"current_password": PASSWORD, "new_password": PASSWORD + "-new"},
     ),
+    # No sign-in provider is configured here: any name is unknown (tests/auth/test_oidc.py).
+    ("GET", "/api/v1/auth/oidc/providers"): Case(public(200)),
+    ("GET", "/api/v1/auth/oidc/{provider}/login"): Case(public(404)),
+    ("GET", "/api/v1/auth/oidc/{provider}/callback"): Case(public(404)),
     ("GET", "/api/v1/auth/me"): Case(person(200)),
     ("PATCH", "/api/v1/auth/me"): Case(person(200), json=lambda w, c: {"language": "tr"}),
     ("POST", "/api/v1/auth/me/deactivate"): Case(
@@ -331,6 +335,7 @@ def fill_path(path: str, world: World) -> str:
         user_id=world.target_user_id,
         invitation_id=world.invitation_id,
         key_id=world.key_id,
+        provider="unconfigured",
     )
 
 
