@@ -217,9 +217,10 @@ StartApp = Callable[..., Awaitable[tuple[FastAPI, httpx.AsyncClient]]]
 
 
 @pytest.fixture
-async def start_app() -> AsyncIterator[StartApp]:
+async def start_app(settings: Settings) -> AsyncIterator[StartApp]:
     """Start an app with its own settings (several may share one database), with a client;
-    everything started is shut down at the end of the test."""
+    everything started is shut down at the end of the test. (``settings`` is built first so the
+    databases exist before a test builds more settings inside the event loop.)"""
     async with contextlib.AsyncExitStack() as stack:
 
         async def start(

@@ -126,13 +126,12 @@ async def check_code(session: AsyncSession, kit: AuthKit, user: User, code: str)
         step = _matching_step(secret, code)
         if step is None or (user.mfa_last_step is not None and step <= user.mfa_last_step):
             return False
-        user.mfa_last_step = step
-        return True
+        # Compare-and-set: of two requests racing with one code, only one gets it.
+        return await repository.claim_totp_step(session, user.id, step)
     wanted = kit.tokens.hash_secret(_normalise_recovery(code))
     for row in await repository.unused_recovery_codes(session, user.id):
         if hmac.compare_digest(row.code_hash, wanted):
-            row.used_at = utcnow()
-            return True
+            return await repository.claim_recovery_code(session, row.id, utcnow())
     return False
 
 

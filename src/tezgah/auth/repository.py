@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tezgah.auth.models import (
@@ -81,6 +81,39 @@ async def claim_refresh_token(session: AsyncSession, token_id: uuid.UUID, now: d
     result = await session.execute(
         update(RefreshToken)
         .where(RefreshToken.id == token_id, RefreshToken.used_at.is_(None))
+        .values(used_at=now)
+    )
+    return getattr(result, "rowcount", 0) == 1
+
+
+async def claim_action_token(session: AsyncSession, token_id: uuid.UUID, now: datetime) -> bool:
+    """Spend an emailed token, only if nobody did first (two racing uses: one wins)."""
+    result = await session.execute(
+        update(ActionToken)
+        .where(ActionToken.id == token_id, ActionToken.used_at.is_(None))
+        .values(used_at=now)
+    )
+    return getattr(result, "rowcount", 0) == 1
+
+
+async def claim_totp_step(session: AsyncSession, user_id: uuid.UUID, step: int) -> bool:
+    """Remember ``step`` as the last accepted TOTP step, only if it is later than the one
+    remembered (two requests racing with one code: one wins)."""
+    result = await session.execute(
+        update(User)
+        .where(
+            User.id == user_id,
+            or_(User.mfa_last_step.is_(None), User.mfa_last_step < step),
+        )
+        .values(mfa_last_step=step)
+    )
+    return getattr(result, "rowcount", 0) == 1
+
+
+async def claim_recovery_code(session: AsyncSession, code_id: uuid.UUID, now: datetime) -> bool:
+    result = await session.execute(
+        update(RecoveryCode)
+        .where(RecoveryCode.id == code_id, RecoveryCode.used_at.is_(None))
         .values(used_at=now)
     )
     return getattr(result, "rowcount", 0) == 1

@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tezgah.auth import audit, mfa, repository
@@ -174,7 +175,8 @@ async def consume_action_token(
     now = utcnow()
     if row is None or row.used_at is not None or row.expires_at <= now:
         raise InvalidToken()
-    row.used_at = now
+    if not await repository.claim_action_token(session, row.id, now):
+        raise InvalidToken()  # spent by a request running at the same time
     user = await repository.user_by_id(session, row.user_id)
     if user is None or not user.is_active:
         raise InvalidToken()
@@ -200,7 +202,11 @@ async def register(
         tokens_valid_after=utcnow(),
     )
     session.add(user)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        # Another registration with this address committed since the check above.
+        raise EmailTaken() from exc
     await create_workspace(session, user, data.display_name.strip(), personal=True)
     await send_verification_mail(session, kit, user)
     audit.record(session, "user.registered", meta, actor_user_id=user.id)
@@ -318,7 +324,11 @@ async def verify_mfa_challenge(
     if user is None or not user.is_active or not user.mfa_enabled:
         raise InvalidToken()
     if not await mfa.check_code(session, kit, user, code):
-        await _record_apart(kit, "login.mfa_failed", meta, subject_user_id=user.id)
+        user_id = user.id
+        # The request fails; end its transaction first: on SQLite a lost claim of the code
+        # holds the write lock, and the audit write below would wait for it.
+        await session.rollback()
+        await _record_apart(kit, "login.mfa_failed", meta, subject_user_id=user_id)
         raise InvalidMFACode()
     return await complete_login(session, kit, meta, user, method=str(claims.get("method", "mfa")))
 
@@ -376,7 +386,11 @@ async def rotate_refresh_token(
     if row is None or row.revoked_at is not None or row.expires_at <= now:
         raise InvalidToken()
     if row.used_at is not None or not await repository.claim_refresh_token(session, row.id, now):
-        await _revoke_family_apart(kit, meta, row)
+        family_id, user_id = row.family_id, row.user_id
+        # The request fails; end its transaction first: on SQLite the lost claim's UPDATE holds
+        # the write lock, and the revocation below would wait for it until the busy timeout.
+        await session.rollback()
+        await _revoke_family_apart(kit, meta, family_id, user_id)
         raise RefreshTokenReused()
     user = await repository.user_by_id(session, row.user_id)
     if user is None or not user.is_active:
@@ -385,17 +399,19 @@ async def rotate_refresh_token(
     return LoginResult(user=user, tokens=tokens, family_id=row.family_id)
 
 
-async def _revoke_family_apart(kit: AuthKit, meta: RequestMeta, row: RefreshToken) -> None:
+async def _revoke_family_apart(
+    kit: AuthKit, meta: RequestMeta, family_id: uuid.UUID, user_id: uuid.UUID
+) -> None:
     async with kit.database.sessionmaker() as session, session.begin():
-        await repository.revoke_family(session, row.family_id, "reuse_detected", utcnow())
+        await repository.revoke_family(session, family_id, "reuse_detected", utcnow())
         audit.record(
             session,
             "refresh_token.reuse_detected",
             meta,
             outcome="failure",
-            subject_user_id=row.user_id,
+            subject_user_id=user_id,
             target_type="token_family",
-            target_id=row.family_id,
+            target_id=family_id,
         )
 
 

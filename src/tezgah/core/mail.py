@@ -29,6 +29,7 @@ log = get_logger("tezgah.mail")
 MAX_ATTEMPTS = 8
 CLAIM_SECONDS = 120
 BATCH_SIZE = 20
+STOP_GRACE_SECONDS = 3.0  # a mail being handed to the SMTP server may finish
 
 
 class OutboxMail(UUIDPrimaryKey, Base):
@@ -65,8 +66,9 @@ def build_message(mail: OutboxMail, sender: str) -> EmailMessage:
     message["To"] = mail.to_address
     message["Subject"] = mail.subject
     message["Message-ID"] = make_msgid(domain="tezgah")
-    message["Content-Language"] = mail.language
     message.set_content(mail.body_text)  # UTF-8: Turkish letters intact
+    # After set_content: it clears every Content-* header set before it.
+    message["Content-Language"] = mail.language
     return message
 
 
@@ -80,12 +82,26 @@ class MailSender:
         self.sessionmaker = sessionmaker
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="tezgah-mail-sender")
 
     async def stop(self) -> None:
-        if self._task is not None:
+        """Let the mail being sent finish, then stop; cancel only what takes too long.
+
+        Cancelling in the middle of SMTP DATA leaves the server waiting for the end of the
+        message, and the client's QUIT then waits out the whole SMTP timeout. And on Python
+        3.11 ``asyncio.wait_for`` (inside the database and SMTP clients) can swallow a
+        cancellation, so the loop also stops on the flag.
+        """
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        done, _ = await asyncio.wait({self._task}, timeout=STOP_GRACE_SECONDS)
+        if not done:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -95,19 +111,22 @@ class MailSender:
         self._wake.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.deliver_due()
             except Exception:  # the loop must survive a database blip
                 log.exception("mail_sender_failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.mail_poll_seconds)
+            with contextlib.suppress(TimeoutError):  # not wait_for (see stop)
+                async with asyncio.timeout(self.settings.mail_poll_seconds):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def deliver_due(self) -> int:
         """Deliver every mail that is due; returns how many went out."""
         delivered = 0
         for mail_id in await self._due_ids():
+            if self._stopping:
+                break
             mail = await self._claim(mail_id)
             if mail is not None and await self._deliver(mail):
                 delivered += 1
