@@ -268,9 +268,7 @@ class BodySizeLimitMiddleware:
         return PayloadTooLarge(params={"limit": self.max_bytes})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (
-            self.exempt_prefixes and self._exempt(scope["path"])
-        ):
+        if scope["type"] != "http" or (self.exempt_prefixes and self._exempt(scope["path"])):
             await self.app(scope, receive, send)
             return
         declared = header_value(scope, b"content-length")
