@@ -28,7 +28,7 @@ CHECKS = ",".join(
 )
 BIN = Path(sys.executable).parent
 FUZZ_EMAIL = "fuzz@example.com"
-FUZZ_PASSWORD = "Fuzzing-the-tezgah-API-1"  # noqa: S105 - a throwaway test account
+FUZZ_PASSWORD = "Fuzzing-the-tezgah-API-1"
 # Operations that would end the fuzzer's own session half-way (they are covered by tests).
 SESSION_ENDING = r"/api/v1/auth/(logout-all|me/deactivate|password/change)$"
 STARTUP_TIMEOUT_SECONDS = 30.0

@@ -47,15 +47,15 @@ class MailBox:
     def to(self, address: str) -> list[EmailMessage]:
         return [m for m in self.messages if m["To"] == address]
 
-    async def wait_for(self, address: str, count: int = 1, timeout: float = 5.0) -> EmailMessage:
+    async def wait_for(self, address: str, count: int = 1, within: float = 5.0) -> EmailMessage:
         """The ``count``-th mail to ``address``, waiting for the outbox sender to deliver it."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + within
         while asyncio.get_running_loop().time() < deadline:
             received = self.to(address)
             if len(received) >= count:
                 return received[count - 1]
             await asyncio.sleep(0.02)
-        raise AssertionError(f"no mail #{count} to {address} within {timeout}s")
+        raise AssertionError(f"no mail #{count} to {address} within {within}s")
 
 
 def body_of(message: EmailMessage) -> str:
@@ -197,8 +197,8 @@ async def set_user_flags(app: FastAPI, user_id: str, **values: object) -> None:
 
 
 @pytest.fixture
-async def account(client: httpx.AsyncClient) -> AsyncIterator[Account]:
-    yield await register(client)
+async def account(client: httpx.AsyncClient) -> Account:
+    return await register(client)
 
 
 # ---------------------------------------------------------------------------------------------

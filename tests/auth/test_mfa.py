@@ -14,6 +14,7 @@ import re
 import struct
 import uuid
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -24,10 +25,11 @@ import pytest
 import segno
 from fastapi import FastAPI
 from sqlalchemy import select
-from tests.auth.conftest import PASSWORD, Account, db_scalars, db_user
+from tests.auth.conftest import PASSWORD, Account, StartApp, db_scalars, db_user, register
 
 from tezgah.auth import mfa
 from tezgah.auth.models import AuditEvent, RecoveryCode
+from tezgah.core.config import Settings
 from tezgah.core.db import utcnow
 
 SETUP = "/api/v1/auth/mfa/totp/setup"
@@ -425,3 +427,21 @@ async def test_one_code_used_twice_at_once_lets_only_one_login_through(
         responses = await asyncio.gather(*(verify(client, token, value) for token in tokens))
         statuses = sorted(response.status_code for response in responses)
         assert statuses == [200, 401], [response.text for response in responses]
+
+
+async def test_wrong_codes_count_towards_the_account_lockout(
+    auth_settings: Callable[..., Settings], start_app: StartApp, clock: Clock
+) -> None:
+    """A stolen password plus a challenge token does not buy minutes of code guessing."""
+    _app, client = await start_app(auth_settings(lockout_threshold=3, lockout_base_seconds=30))
+    account = await register(client)
+    secret, _ = await enable_mfa(client, account, clock)
+    mfa_token = await challenge(client, account)
+    for _ in range(3):
+        assert_problem(await verify(client, mfa_token, "000000"), 401, "INVALID_MFA_CODE")
+    # Locked now: even the right code, and the password step too, are refused.
+    assert_problem(await verify(client, mfa_token, code(secret, clock)), 429, "ACCOUNT_LOCKED")
+    password_step = await client.post(
+        "/api/v1/auth/token", data={"username": account.email, "password": PASSWORD}
+    )
+    assert_problem(password_step, 429, "ACCOUNT_LOCKED")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select
@@ -106,5 +106,7 @@ def audit_query(
     if event:
         statement = statement.where(AuditEvent.event == event)
     if since is not None:
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)  # a time without a zone is UTC, as stored
         statement = statement.where(AuditEvent.occurred_at >= since)
     return statement

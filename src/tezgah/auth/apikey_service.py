@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -50,7 +51,11 @@ async def create(
     session: AsyncSession, kit: AuthKit, meta: RequestMeta, access: WorkspaceAccess, data: ApiKeyIn
 ) -> ApiKeyCreated:
     scopes = _check_scopes(access, data.scopes)
-    if data.expires_at is not None and data.expires_at <= utcnow():
+    expires_at = data.expires_at
+    if expires_at is not None and expires_at.tzinfo is None:
+        # Documented as UTC; a naive value would not compare with (or store as) an aware one.
+        expires_at = expires_at.replace(tzinfo=UTC)
+    if expires_at is not None and expires_at <= utcnow():
         raise ValidationFailed(
             field_errors={"expires_at": [translate(N_("The expiry must be in the future."))]}
         )
@@ -62,7 +67,7 @@ async def create(
         prefix=prefix,
         key_hash=kit.tokens.hash_secret(secret),
         scopes=scopes,
-        expires_at=data.expires_at,
+        expires_at=expires_at,
         created_at=utcnow(),
     )
     session.add(key)

@@ -189,7 +189,10 @@ def caller_key(request: Request) -> str:
     if raw_key or token.startswith(API_KEY_PREFIX + "_"):
         parts = split_api_key((raw_key or token).strip())
         if parts is not None:
-            return "key:" + parts[0]
+            # The prefix is public (key lists, the audit trail): the bucket depends on the
+            # secret too, so a made-up key with someone's prefix spends its own budget.
+            secret_tag = get_auth_kit(request).tokens.hash_secret(parts[1])[:16]
+            return f"key:{parts[0]}:{secret_tag}"
     token = token or request.cookies.get(ACCESS_COOKIE, "")
     if token:
         try:

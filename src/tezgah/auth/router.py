@@ -174,9 +174,11 @@ async def token(
     summary="Second step of a login with MFA",
 )
 async def mfa_verify(
-    data: MFAVerifyIn, session: SessionDep, kit: KitDep, meta: MetaDep
+    data: MFAVerifyIn, session: SessionDep, kit: KitDep, cache: CacheDep, meta: MetaDep
 ) -> TokenPair:
-    result = await service.verify_mfa_challenge(session, kit, meta, data.mfa_token, data.code)
+    result = await service.verify_mfa_challenge(
+        session, kit, cache, meta, data.mfa_token, data.code
+    )
     assert result.tokens is not None
     return result.tokens
 
@@ -293,9 +295,16 @@ async def session_login(
     summary="Second step of a browser sign-in with MFA",
 )
 async def session_mfa(
-    data: MFAVerifyIn, response: Response, session: SessionDep, kit: KitDep, meta: MetaDep
+    data: MFAVerifyIn,
+    response: Response,
+    session: SessionDep,
+    kit: KitDep,
+    cache: CacheDep,
+    meta: MetaDep,
 ) -> SessionOut:
-    result = await service.verify_mfa_challenge(session, kit, meta, data.mfa_token, data.code)
+    result = await service.verify_mfa_challenge(
+        session, kit, cache, meta, data.mfa_token, data.code
+    )
     return _set_session_cookies(response, kit, result)
 
 
@@ -371,14 +380,15 @@ async def forgot_password(data: EmailIn, kit: KitDep, tasks: BackgroundTasks) ->
     summary="Set a new password with the emailed token (single use)",
 )
 async def reset_password(
-    data: PasswordResetIn, session: SessionDep, kit: KitDep, meta: MetaDep
+    data: PasswordResetIn, session: SessionDep, kit: KitDep, cache: CacheDep, meta: MetaDep
 ) -> Accepted:
-    await service.reset_password(session, kit, meta, data.token, data.new_password)
+    await service.reset_password(session, kit, cache, meta, data.token, data.new_password)
     return Accepted()
 
 
 @router.post(
     "/password/change",
+    dependencies=[login_ip_limit],
     response_model=TokenPair,
     summary="Change the password; other sessions end, this caller gets new tokens",
 )
@@ -405,6 +415,7 @@ async def update_me(data: ProfileUpdate, user: CurrentUser) -> UserOut:
 
 @router.post(
     "/me/deactivate",
+    dependencies=[login_ip_limit],
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Deactivate this account (needs the password)",
 )
@@ -418,7 +429,12 @@ async def deactivate_me(
 # MFA ----------------------------------------------------------------------------------------
 
 
-@router.post("/mfa/totp/setup", response_model=MFASetupOut, summary="Start TOTP enrolment")
+@router.post(
+    "/mfa/totp/setup",
+    response_model=MFASetupOut,
+    dependencies=[login_ip_limit],
+    summary="Start TOTP enrolment (needs the password)",
+)
 async def mfa_setup(data: ReauthIn, user: CurrentUser, kit: KitDep) -> MFASetupOut:
     await service.require_password(kit, user, data.password)
     return mfa.start_enrolment(kit, user)

@@ -313,8 +313,15 @@ async def complete_login(
 
 
 async def verify_mfa_challenge(
-    session: AsyncSession, kit: AuthKit, meta: RequestMeta, mfa_token: str, code: str
+    session: AsyncSession,
+    kit: AuthKit,
+    cache: Cache,
+    meta: RequestMeta,
+    mfa_token: str,
+    code: str,
 ) -> LoginResult:
+    """The second step. Wrong codes count towards the account's lockout like wrong passwords:
+    a stolen password plus a challenge token must not allow guessing codes for minutes."""
     try:
         claims = kit.tokens.decode(mfa_token, "mfa")
         user_id = uuid.UUID(str(claims["sub"]))
@@ -323,13 +330,16 @@ async def verify_mfa_challenge(
     user = await repository.user_by_id(session, user_id)
     if user is None or not user.is_active or not user.mfa_enabled:
         raise InvalidToken()
+    await _check_lock(cache, user.email)
     if not await mfa.check_code(session, kit, user, code):
-        user_id = user.id
+        user_id, email = user.id, user.email
+        await _count_failure(cache, kit, email)
         # The request fails; end its transaction first: on SQLite a lost claim of the code
         # holds the write lock, and the audit write below would wait for it.
         await session.rollback()
         await _record_apart(kit, "login.mfa_failed", meta, subject_user_id=user_id)
         raise InvalidMFACode()
+    await _clear_failures(cache, user.email)
     return await complete_login(session, kit, meta, user, method=str(claims.get("method", "mfa")))
 
 
@@ -354,7 +364,10 @@ async def issue_token_pair(
     family_id: uuid.UUID,
     *,
     method: str,
+    expires_at: datetime | None = None,
 ) -> TokenPair:
+    """``expires_at``: a rotation keeps its login's end, so a refresh chain cannot live
+    forever by being used."""
     secret, token_hash = kit.tokens.new_secret()
     now = utcnow()
     session.add(
@@ -363,7 +376,8 @@ async def issue_token_pair(
             family_id=family_id,
             token_hash=token_hash,
             issued_at=now,
-            expires_at=now + timedelta(seconds=kit.settings.refresh_token_ttl_seconds),
+            expires_at=expires_at
+            or now + timedelta(seconds=kit.settings.refresh_token_ttl_seconds),
             method=method,
             ip=meta.ip,
             user_agent=meta.user_agent,
@@ -395,7 +409,9 @@ async def rotate_refresh_token(
     user = await repository.user_by_id(session, row.user_id)
     if user is None or not user.is_active:
         raise InvalidToken()
-    tokens = await issue_token_pair(session, kit, meta, user, row.family_id, method=row.method)
+    tokens = await issue_token_pair(
+        session, kit, meta, user, row.family_id, method=row.method, expires_at=row.expires_at
+    )
     return LoginResult(user=user, tokens=tokens, family_id=row.family_id)
 
 
@@ -502,7 +518,12 @@ async def request_password_reset(session: AsyncSession, kit: AuthKit, email: str
 
 
 async def reset_password(
-    session: AsyncSession, kit: AuthKit, meta: RequestMeta, token: str, new_password: str
+    session: AsyncSession,
+    kit: AuthKit,
+    cache: Cache,
+    meta: RequestMeta,
+    token: str,
+    new_password: str,
 ) -> User:
     user = await consume_action_token(session, kit, token, RESET_PASSWORD)
     check_password_policy(new_password, user.email, kit, "new_password")
@@ -513,6 +534,7 @@ async def reset_password(
     await repository.revoke_user_refresh_tokens(session, user.id, "password_reset", now)
     end_all_sessions(user, now)
     audit.record(session, "password.reset", meta, actor_user_id=user.id)
+    await _clear_failures(cache, user.email)  # the owner proved themselves: lift a lockout
     return user
 
 

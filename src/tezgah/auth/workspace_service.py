@@ -231,7 +231,7 @@ async def invite(
         session,
         to=email,
         subject=translate(
-            "Invitation to {workspace} on tezgah", language, workspace=workspace.name
+            N_("Invitation to {workspace} on tezgah"), language, workspace=workspace.name
         ),
         body=body,
         language=language,

@@ -102,6 +102,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         engine = create_async_engine(
             url,
             echo=settings.database_echo,
+            hide_parameters=True,  # echo and errors never print values (tokens, hashes)
             pool_size=settings.database_pool_size,
             max_overflow=settings.database_max_overflow,
             pool_timeout=settings.database_pool_timeout,
@@ -112,6 +113,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     return create_async_engine(
         url,
         echo=settings.database_echo,
+        hide_parameters=True,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
         pool_timeout=settings.database_pool_timeout,

@@ -251,6 +251,8 @@ def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
     # tezgah writes its own access log with the request id; uvicorn's would duplicate it.
     logging.getLogger("uvicorn.access").handlers[:] = []
     logging.getLogger("uvicorn.access").propagate = False
+    # aiosqlite logs every statement with its parameters at DEBUG: tokens and hashes among them.
+    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, root.level))
 
 
 def get_logger(name: str | None = None) -> Any:

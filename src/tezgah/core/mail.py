@@ -174,6 +174,9 @@ class MailSender:
             values: dict[str, object] = {"attempts": attempts, "last_error": error}
             if error is None:
                 values["sent_at"] = utcnow()
+                # Delivered: the body (with its single-use links) need not outlive the
+                # delivery in a table anyone with database access can read.
+                values["body_text"] = ""
             else:
                 values["next_attempt_at"] = utcnow() + retry_delay(attempts)
                 log.warning("mail_failed", mail_id=str(mail.id), attempts=attempts, error=error)
