@@ -33,7 +33,7 @@ def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         resources = await open_resources(settings)
         app.state.resources = resources
-        app.state.auth = AuthKit.build(settings, resources.database)
+        app.state.auth = AuthKit.build(settings, resources.database, resources.cache)
         app.state.auth.mail.start()
         if getattr(app.state, "tracing", False):
             from tezgah.core.tracing import instrument_engine

@@ -6,19 +6,18 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Query, Request, Response
+from fastapi import Query, Request, Response
 
 from tezgah.auth import admin_service
 from tezgah.auth.audit import RequestMeta
-from tezgah.auth.dependencies import Superuser
+from tezgah.auth.dependencies import PageDep, Superuser
 from tezgah.auth.router import user_out
 from tezgah.auth.schemas import AdminUserUpdate, AuditEventOut, UserOut
 from tezgah.core.db import SessionDep
-from tezgah.core.pagination import Page, PageParams, page_params, paginate, set_link_header
+from tezgah.core.pagination import Page, paginate_request
 from tezgah.core.routing import AUTH_PROBLEM_RESPONSES, make_router
 
 router = make_router(prefix="/admin", tags=["admin"], responses=AUTH_PROBLEM_RESPONSES)
-PageDep = Annotated[PageParams, Depends(page_params)]
 
 
 @router.get("/users", response_model=Page[UserOut], summary="List and search accounts")
@@ -32,9 +31,9 @@ async def list_users(
     active: bool | None = None,
 ) -> Page[UserOut]:
     statement = admin_service.users_query(q, active)
-    codec = request.app.state.resources.cursors
-    page = await paginate(session, statement, params, admin_service.USER_SORTING, codec)
-    set_link_header(request, response, page.next_cursor)
+    page = await paginate_request(
+        request, response, session, statement, params, admin_service.USER_SORTING
+    )
     return Page[UserOut](
         items=[user_out(user) for user in page.items], next_cursor=page.next_cursor
     )
@@ -67,10 +66,7 @@ async def audit_events(
     statement = admin_service.audit_query(
         workspace_id=workspace_id, user_id=user_id, event=event, since=since
     )
-    codec = request.app.state.resources.cursors
-    page = await paginate(session, statement, params, admin_service.AUDIT_SORTING, codec)
-    set_link_header(request, response, page.next_cursor)
-    return Page[AuditEventOut](
-        items=[AuditEventOut.model_validate(row) for row in page.items],
-        next_cursor=page.next_cursor,
+    page = await paginate_request(
+        request, response, session, statement, params, admin_service.AUDIT_SORTING
     )
+    return admin_service.audit_page(page)

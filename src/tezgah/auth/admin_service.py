@@ -13,9 +13,9 @@ from tezgah.auth import audit, repository
 from tezgah.auth.audit import RequestMeta
 from tezgah.auth.exceptions import CannotDemoteSelf, UserNotFound
 from tezgah.auth.models import AuditEvent, User
-from tezgah.auth.schemas import AdminUserUpdate
+from tezgah.auth.schemas import AdminUserUpdate, AuditEventOut
 from tezgah.core.db import utcnow
-from tezgah.core.pagination import Sorting
+from tezgah.core.pagination import Page, Sorting
 
 USER_SORTING = Sorting(
     {"created_at": User.created_at, "email": User.email_key},
@@ -110,3 +110,8 @@ def audit_query(
             since = since.replace(tzinfo=UTC)  # a time without a zone is UTC, as stored
         statement = statement.where(AuditEvent.occurred_at >= since)
     return statement
+
+
+def audit_page(page: Page[Any]) -> Page[AuditEventOut]:
+    items = [AuditEventOut.model_validate(row) for row in page.items]
+    return Page[AuditEventOut](items=items, next_cursor=page.next_cursor)

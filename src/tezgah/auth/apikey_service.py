@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tezgah.auth import audit
@@ -20,6 +21,7 @@ from tezgah.auth.tokens import new_api_key
 from tezgah.core.db import utcnow
 from tezgah.core.errors import ValidationFailed
 from tezgah.core.i18n import N_, translate
+from tezgah.core.pagination import Sorting
 
 
 def api_key_out(key: ApiKey) -> ApiKeyOut:
@@ -86,13 +88,15 @@ async def create(
     return ApiKeyCreated(**api_key_out(key).model_dump(), key=full_key)
 
 
-async def list_keys(session: AsyncSession, workspace_id: uuid.UUID) -> list[ApiKeyOut]:
-    rows = await session.scalars(
-        select(ApiKey)
-        .where(ApiKey.workspace_id == workspace_id)
-        .order_by(ApiKey.created_at.desc(), ApiKey.id)
-    )
-    return [api_key_out(key) for key in rows]
+API_KEY_SORTING = Sorting(
+    {"created_at": ApiKey.created_at, "name": ApiKey.name},
+    default="-created_at",
+    tiebreaker=ApiKey.id,
+)
+
+
+def keys_query(workspace_id: uuid.UUID) -> Select[Any]:
+    return select(ApiKey).where(ApiKey.workspace_id == workspace_id)
 
 
 async def revoke(

@@ -20,6 +20,7 @@ from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tezgah.auth import repository
+from tezgah.auth.audit import RequestMeta
 from tezgah.auth.exceptions import (
     AccountInactive,
     APIKeyNotAllowed,
@@ -33,10 +34,12 @@ from tezgah.auth.kit import AuthKit, get_auth_kit
 from tezgah.auth.models import ApiKey, User, Workspace
 from tezgah.auth.permissions import Permission, permissions_for
 from tezgah.auth.tokens import API_KEY_PREFIX, TokenError, split_api_key
+from tezgah.core.cache import Cache
 from tezgah.core.db import SessionDep, utcnow
 from tezgah.core.errors import Unauthorized
 from tezgah.core.i18n import set_language
 from tezgah.core.logging import bind_log_context
+from tezgah.core.pagination import PageParams, page_params
 
 ACCESS_COOKIE = "tezgah_access"
 REFRESH_COOKIE = "tezgah_refresh"
@@ -44,6 +47,22 @@ CSRF_COOKIE = "tezgah_csrf"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LAST_USED_RESOLUTION = timedelta(minutes=1)  # at most one write per key per minute
+
+KitDep = Annotated[AuthKit, Depends(get_auth_kit)]
+
+
+def request_meta(request: Request) -> RequestMeta:
+    return RequestMeta.from_request(request)
+
+
+def request_cache(request: Request) -> Cache:
+    cache: Cache = request.app.state.resources.cache
+    return cache
+
+
+MetaDep = Annotated[RequestMeta, Depends(request_meta)]
+CacheDep = Annotated[Cache, Depends(request_cache)]
+PageDep = Annotated[PageParams, Depends(page_params)]
 
 # Documented security schemes (Swagger's Authorize button); resolution is done below.
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
@@ -121,6 +140,8 @@ async def _from_access_token(
         raise AccountInactive()
     # Logging out everywhere or changing the password moves the user's token version.
     if claims.get("ver") != int(user.tokens_valid_after.timestamp() * 1000):
+        raise InvalidToken(headers={"WWW-Authenticate": "Bearer"})
+    if await kit.family_ended(str(claims.get("fam", ""))):
         raise InvalidToken(headers={"WWW-Authenticate": "Bearer"})
     return Principal(user=user, via=via, claims=claims)
 

@@ -9,6 +9,7 @@ from fastapi import Request
 
 from tezgah.auth.passwords import PasswordHasher
 from tezgah.auth.tokens import TokenService
+from tezgah.core.cache import Cache
 from tezgah.core.config import Settings
 from tezgah.core.db import Database
 from tezgah.core.mail import MailSender
@@ -21,16 +22,27 @@ class AuthKit:
     tokens: TokenService
     passwords: PasswordHasher
     mail: MailSender
+    cache: Cache
 
     @classmethod
-    def build(cls, settings: Settings, database: Database) -> AuthKit:
+    def build(cls, settings: Settings, database: Database, cache: Cache) -> AuthKit:
         return cls(
             settings=settings,
             database=database,
             tokens=TokenService(settings),
             passwords=PasswordHasher(settings),
             mail=MailSender(settings, database.sessionmaker),
+            cache=cache,
         )
+
+    # A signed-out login's access tokens are refused at once, not when they expire: the
+    # login ("family") is remembered as ended for as long as one of its tokens can live.
+    async def end_family_access(self, family_id: str) -> None:
+        ttl = self.settings.access_token_ttl_seconds + 10
+        await self.cache.set(f"auth:ended-family:{family_id}", b"1", ttl=ttl)
+
+    async def family_ended(self, family_id: str) -> bool:
+        return await self.cache.get(f"auth:ended-family:{family_id}") is not None
 
     @staticmethod
     def tokens_match(given: str, expected: str) -> bool:

@@ -18,17 +18,14 @@ from pydantic import BaseModel
 
 from tezgah.auth import oidc
 from tezgah.auth import router as auth_router
-from tezgah.auth.audit import RequestMeta
+from tezgah.auth.dependencies import CacheDep, KitDep, MetaDep
 from tezgah.auth.exceptions import OIDCStateInvalid
-from tezgah.auth.kit import AuthKit, get_auth_kit
 from tezgah.auth.schemas import MFAChallenge, TokenPair
-from tezgah.core.cache import Cache
 from tezgah.core.db import SessionDep
 from tezgah.core.ratelimit import rate_limit
 from tezgah.core.routing import AUTH_PROBLEM_RESPONSES, make_router
 
 router = make_router(prefix="/auth/oidc", tags=["auth"], responses=AUTH_PROBLEM_RESPONSES)
-KitDep = Annotated[AuthKit, Depends(get_auth_kit)]
 NO_STORE = "no-store"
 
 
@@ -37,17 +34,6 @@ def _login_limit(request: Request) -> str:
     return limit
 
 
-def _cache(request: Request) -> Cache:
-    cache: Cache = request.app.state.resources.cache
-    return cache
-
-
-def _meta(request: Request) -> RequestMeta:
-    return RequestMeta.from_request(request)
-
-
-CacheDep = Annotated[Cache, Depends(_cache)]
-MetaDep = Annotated[RequestMeta, Depends(_meta)]
 oidc_limit = Depends(rate_limit(_login_limit, scope="oidc"))
 
 

@@ -9,16 +9,18 @@ from fastapi import BackgroundTasks, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from tezgah.auth import mfa, repository, service
-from tezgah.auth.audit import RequestMeta
 from tezgah.auth.dependencies import (
     ACCESS_COOKIE,
     CSRF_COOKIE,
     REFRESH_COOKIE,
+    CacheDep,
     CurrentPrincipal,
     CurrentUser,
+    KitDep,
+    MetaDep,
 )
 from tezgah.auth.exceptions import CSRFFailed, InvalidToken
-from tezgah.auth.kit import AuthKit, get_auth_kit
+from tezgah.auth.kit import AuthKit
 from tezgah.auth.models import User
 from tezgah.auth.schemas import (
     Accepted,
@@ -41,13 +43,11 @@ from tezgah.auth.schemas import (
     TokenPair,
     UserOut,
 )
-from tezgah.core.cache import Cache
 from tezgah.core.db import SessionDep
 from tezgah.core.ratelimit import enforce, get_rate_limiter, rate_limit
 from tezgah.core.routing import AUTH_PROBLEM_RESPONSES, make_router
 
 router = make_router(prefix="/auth", tags=["auth"], responses=AUTH_PROBLEM_RESPONSES)
-KitDep = Annotated[AuthKit, Depends(get_auth_kit)]
 SESSION_REFRESH_PATH = "/api/v1/auth/session"
 
 
@@ -59,24 +59,11 @@ def _setting(name: str):  # type: ignore[no-untyped-def]
     return expression
 
 
-def _meta(request: Request) -> RequestMeta:
-    return RequestMeta.from_request(request)
-
-
-MetaDep = Annotated[RequestMeta, Depends(_meta)]
 login_ip_limit = Depends(rate_limit(_setting("rate_limit_login_ip"), scope="login"))
 register_limit = Depends(rate_limit(_setting("rate_limit_register_ip"), scope="register"))
 refresh_limit = Depends(rate_limit(_setting("rate_limit_refresh"), scope="refresh"))
 reset_limit = Depends(rate_limit(_setting("rate_limit_password_reset"), scope="reset"))
 mfa_limit = Depends(rate_limit(_setting("rate_limit_mfa"), scope="mfa"))
-
-
-def _cache(request: Request) -> Cache:
-    cache: Cache = request.app.state.resources.cache
-    return cache
-
-
-CacheDep = Annotated[Cache, Depends(_cache)]
 
 
 def user_out(user: User) -> UserOut:
@@ -352,7 +339,7 @@ async def session_logout(
 ) -> Response:
     family = principal.claims.get("fam")
     if family:
-        await service.logout_family(session, meta, user, uuid.UUID(str(family)))
+        await service.logout_family(session, kit, meta, user, uuid.UUID(str(family)))
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     _clear_session_cookies(response, kit)
     return response

@@ -30,6 +30,7 @@ from tezgah.auth.exceptions import (
     InvalidMFACode,
     InvalidToken,
     RefreshTokenReused,
+    SlugTaken,
     WeakPassword,
     WrongPassword,
 )
@@ -117,7 +118,12 @@ async def create_workspace(
         created_by_id=owner.id,
     )
     session.add(workspace)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        if slug is None:
+            raise  # a generated slug lost a race: the generic 409 asks to try again
+        raise SlugTaken(params={"slug": slug}) from exc
     session.add(Membership(workspace_id=workspace.id, user_id=owner.id, role=Role.owner.value))
     return workspace
 
@@ -418,6 +424,7 @@ async def rotate_refresh_token(
 async def _revoke_family_apart(
     kit: AuthKit, meta: RequestMeta, family_id: uuid.UUID, user_id: uuid.UUID
 ) -> None:
+    await kit.end_family_access(str(family_id))
     async with kit.database.sessionmaker() as session, session.begin():
         await repository.revoke_family(session, family_id, "reuse_detected", utcnow())
         audit.record(
@@ -440,14 +447,16 @@ async def logout(
     if row is None:
         return None
     await repository.revoke_family(session, row.family_id, "logout", utcnow())
+    await kit.end_family_access(str(row.family_id))
     audit.record(session, "logout", meta, actor_user_id=row.user_id)
     return row.family_id
 
 
 async def logout_family(
-    session: AsyncSession, meta: RequestMeta, user: User, family_id: uuid.UUID
+    session: AsyncSession, kit: AuthKit, meta: RequestMeta, user: User, family_id: uuid.UUID
 ) -> None:
     await repository.revoke_family(session, family_id, "logout", utcnow())
+    await kit.end_family_access(str(family_id))
     audit.record(session, "logout", meta, actor_user_id=user.id)
 
 

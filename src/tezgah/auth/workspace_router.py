@@ -9,10 +9,16 @@ from typing import Annotated
 from fastapi import BackgroundTasks, Depends, Query, Request, Response, status
 
 from tezgah.auth import admin_service, apikey_service, workspace_service
-from tezgah.auth.audit import RequestMeta
-from tezgah.auth.dependencies import CurrentUser, WorkspaceAccess, require, require_person
+from tezgah.auth.dependencies import (
+    CurrentUser,
+    KitDep,
+    MetaDep,
+    PageDep,
+    WorkspaceAccess,
+    require,
+    require_person,
+)
 from tezgah.auth.exceptions import MissingPermission
-from tezgah.auth.kit import AuthKit, get_auth_kit
 from tezgah.auth.models import Invitation
 from tezgah.auth.permissions import Permission, Role
 from tezgah.auth.schemas import (
@@ -30,19 +36,10 @@ from tezgah.auth.schemas import (
     WorkspaceUpdate,
 )
 from tezgah.core.db import SessionDep
-from tezgah.core.pagination import Page, PageParams, page_params, paginate, set_link_header
+from tezgah.core.pagination import Page, paginate_request
 from tezgah.core.routing import AUTH_PROBLEM_RESPONSES, make_router
 
 router = make_router(tags=["workspaces"], responses=AUTH_PROBLEM_RESPONSES)
-KitDep = Annotated[AuthKit, Depends(get_auth_kit)]
-PageDep = Annotated[PageParams, Depends(page_params)]
-
-
-def _meta(request: Request) -> RequestMeta:
-    return RequestMeta.from_request(request)
-
-
-MetaDep = Annotated[RequestMeta, Depends(_meta)]
 
 
 # What each route needs, resolved once per request from the path's workspace_id.
@@ -131,10 +128,18 @@ async def delete_workspace(
 
 @router.get("/workspaces/{workspace_id}/members", response_model=Page[MemberOut], summary="Members")
 async def list_members(
+    request: Request,
+    response: Response,
     access: CanReadMembers,
     session: SessionDep,
+    params: PageDep,
 ) -> Page[MemberOut]:
-    return Page[MemberOut](items=await workspace_service.members(session, access.workspace.id))
+    statement = workspace_service.members_query(access.workspace.id)
+    page = await paginate_request(
+        request, response, session, statement, params, workspace_service.MEMBER_SORTING
+    )
+    items = await workspace_service.member_outs(session, page.items)
+    return Page[MemberOut](items=items, next_cursor=page.next_cursor)
 
 
 @router.patch(
@@ -197,11 +202,18 @@ async def create_invitation(
     summary="Invitations of a workspace",
 )
 async def list_invitations(
+    request: Request,
+    response: Response,
     access: CanSeeInvitations,
     session: SessionDep,
+    params: PageDep,
 ) -> Page[InvitationOut]:
-    invitations = await workspace_service.list_invitations(session, access.workspace.id)
-    return Page[InvitationOut](items=[invitation_out(i) for i in invitations])
+    statement = workspace_service.invitations_query(access.workspace.id)
+    page = await paginate_request(
+        request, response, session, statement, params, workspace_service.INVITATION_SORTING
+    )
+    items = [invitation_out(invitation) for invitation in page.items]
+    return Page[InvitationOut](items=items, next_cursor=page.next_cursor)
 
 
 @router.delete(
@@ -237,10 +249,18 @@ async def accept_invitation(
     "/workspaces/{workspace_id}/api-keys", response_model=Page[ApiKeyOut], summary="API keys"
 )
 async def list_api_keys(
+    request: Request,
+    response: Response,
     access: CanSeeKeys,
     session: SessionDep,
+    params: PageDep,
 ) -> Page[ApiKeyOut]:
-    return Page[ApiKeyOut](items=await apikey_service.list_keys(session, access.workspace.id))
+    statement = apikey_service.keys_query(access.workspace.id)
+    page = await paginate_request(
+        request, response, session, statement, params, apikey_service.API_KEY_SORTING
+    )
+    items = [apikey_service.api_key_out(key) for key in page.items]
+    return Page[ApiKeyOut](items=items, next_cursor=page.next_cursor)
 
 
 @router.post(
@@ -294,10 +314,7 @@ async def workspace_audit_events(
     statement = admin_service.audit_query(
         workspace_id=access.workspace.id, event=event, since=since
     )
-    codec = request.app.state.resources.cursors
-    page = await paginate(session, statement, params, admin_service.AUDIT_SORTING, codec)
-    set_link_header(request, response, page.next_cursor)
-    return Page[AuditEventOut](
-        items=[AuditEventOut.model_validate(row) for row in page.items],
-        next_cursor=page.next_cursor,
+    page = await paginate_request(
+        request, response, session, statement, params, admin_service.AUDIT_SORTING
     )
+    return admin_service.audit_page(page)

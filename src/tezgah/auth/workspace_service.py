@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tezgah.auth import audit, repository
@@ -30,6 +31,7 @@ from tezgah.auth.service import create_workspace
 from tezgah.core import mail
 from tezgah.core.db import utcnow
 from tezgah.core.i18n import N_, translate
+from tezgah.core.pagination import Sorting
 
 
 def workspace_out(workspace: Workspace, role: str) -> WorkspaceOut:
@@ -91,14 +93,45 @@ def member_out(membership: Membership, user: User) -> MemberOut:
     )
 
 
-async def members(session: AsyncSession, workspace_id: uuid.UUID) -> list[MemberOut]:
-    rows = await session.execute(
-        select(Membership, User)
-        .join(User, User.id == Membership.user_id)
-        .where(Membership.workspace_id == workspace_id)
-        .order_by(Membership.created_at, Membership.id)
+MEMBER_SORTING = Sorting(
+    {"joined_at": Membership.created_at}, default="joined_at", tiebreaker=Membership.id
+)
+INVITATION_SORTING = Sorting(
+    {"created_at": Invitation.created_at}, default="-created_at", tiebreaker=Invitation.id
+)
+
+
+def members_query(workspace_id: uuid.UUID) -> Select[Any]:
+    return select(Membership).where(Membership.workspace_id == workspace_id)
+
+
+async def member_outs(session: AsyncSession, memberships: list[Membership]) -> list[MemberOut]:
+    """The page's people, in one query whatever the page size."""
+    user_ids = [membership.user_id for membership in memberships]
+    users = {
+        user.id: user for user in await session.scalars(select(User).where(User.id.in_(user_ids)))
+    }
+    return [member_out(membership, users[membership.user_id]) for membership in memberships]
+
+
+async def _lock_owners(session: AsyncSession, workspace_id: uuid.UUID) -> list[uuid.UUID]:
+    """The owners, row-locked in a fixed order (PostgreSQL): two owners demoting each other at
+    the same moment are served one after the other, and the second sees the first's change."""
+    rows = await session.scalars(
+        select(Membership.user_id)
+        .where(Membership.workspace_id == workspace_id, Membership.role == Role.owner.value)
+        .order_by(Membership.id)
+        .with_for_update()
     )
-    return [member_out(membership, user) for membership, user in rows.all()]
+    return list(rows)
+
+
+async def _ensure_an_owner_remains(session: AsyncSession, workspace_id: uuid.UUID) -> None:
+    """Counted again after the change, inside the writing transaction (SQLite has one writer
+    at a time, so this count sees every change committed before ours)."""
+    await session.flush()
+    if await _owner_count(session, workspace_id) == 0:
+        raise LastOwner()
 
 
 async def _owner_count(session: AsyncSession, workspace_id: uuid.UUID) -> int:
@@ -134,10 +167,12 @@ async def change_role(
     ):
         raise RoleTooHigh()
     demotes_owner = target.role == Role.owner and role != Role.owner
-    if demotes_owner and await _owner_count(session, access.workspace.id) <= 1:
+    if demotes_owner and len(await _lock_owners(session, access.workspace.id)) <= 1:
         raise LastOwner()
     previous = target.role
     target.role = role.value
+    if demotes_owner:
+        await _ensure_an_owner_remains(session, access.workspace.id)
     audit.record(
         session,
         "member.role_changed",
@@ -163,9 +198,12 @@ async def remove_member(
     leaving = user_id == access.user.id
     if not leaving and not outranks_or_equals(access.role, target.role):
         raise RoleTooHigh()
-    if target.role == Role.owner and await _owner_count(session, access.workspace.id) <= 1:
+    removes_owner = target.role == Role.owner
+    if removes_owner and len(await _lock_owners(session, access.workspace.id)) <= 1:
         raise LastOwner()
     await session.delete(target)
+    if removes_owner:
+        await _ensure_an_owner_remains(session, access.workspace.id)
     audit.record(
         session,
         "member.left" if leaving else "member.removed",
@@ -250,13 +288,8 @@ async def invite(
     return invitation
 
 
-async def list_invitations(session: AsyncSession, workspace_id: uuid.UUID) -> list[Invitation]:
-    rows = await session.scalars(
-        select(Invitation)
-        .where(Invitation.workspace_id == workspace_id)
-        .order_by(Invitation.created_at.desc(), Invitation.id)
-    )
-    return list(rows)
+def invitations_query(workspace_id: uuid.UUID) -> Select[Any]:
+    return select(Invitation).where(Invitation.workspace_id == workspace_id)
 
 
 async def revoke_invitation(

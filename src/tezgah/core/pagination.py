@@ -196,3 +196,18 @@ def set_link_header(request: Request, response: Response, next_cursor: str | Non
         return
     next_url = request.url.include_query_params(cursor=next_cursor)
     response.headers["Link"] = f'<{next_url}>; rel="next"'
+
+
+async def paginate_request(
+    request: Request,
+    response: Response,
+    session: AsyncSession,
+    statement: Select[Any],
+    params: PageParams,
+    sorting: Sorting,
+) -> Page[Any]:
+    """One page for a list endpoint: the app's cursor codec, and the ``Link`` header set."""
+    codec: CursorCodec = request.app.state.resources.cursors
+    page = await paginate(session, statement, params, sorting, codec)
+    set_link_header(request, response, page.next_cursor)
+    return page
