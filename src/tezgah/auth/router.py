@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import BackgroundTasks, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from tezgah.auth import mfa, repository, service
 from tezgah.auth.dependencies import (
@@ -51,7 +53,9 @@ router = make_router(prefix="/auth", tags=["auth"], responses=AUTH_PROBLEM_RESPO
 SESSION_REFRESH_PATH = "/api/v1/auth/session"
 
 
-def _setting(name: str):  # type: ignore[no-untyped-def]
+def _setting(name: str) -> Callable[[Request], str]:
+    """A rate-limit expression read from settings at request time (tests set their own)."""
+
     def expression(request: Request) -> str:
         value: str = getattr(request.app.state.settings, name)
         return value
@@ -122,7 +126,10 @@ async def resend_verification(data: EmailIn, kit: KitDep, tasks: BackgroundTasks
     return Accepted()
 
 
-async def _in_own_session(kit: AuthKit, action, email: str) -> None:  # type: ignore[no-untyped-def]
+EmailAction = Callable[[AsyncSession, AuthKit, str], Awaitable[None]]
+
+
+async def _in_own_session(kit: AuthKit, action: EmailAction, email: str) -> None:
     """After the response: its timing never tells whether the address has an account."""
     async with kit.database.sessionmaker() as session, session.begin():
         await action(session, kit, email)

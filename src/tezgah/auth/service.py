@@ -85,10 +85,21 @@ def check_password_policy(password: str, email: str, kit: AuthKit, field: str) -
         raise WeakPassword(field_errors={field: messages})
 
 
-async def _record_apart(kit: AuthKit, event: str, meta: RequestMeta, **fields: object) -> None:
+async def _record_apart(
+    kit: AuthKit,
+    event: str,
+    meta: RequestMeta,
+    *,
+    subject_user_id: uuid.UUID | None = None,
+    reason: str | None = None,
+) -> None:
     """Write an audit event in its own transaction: the request itself is about to fail."""
     async with kit.database.sessionmaker() as session, session.begin():
-        audit.record(session, event, meta, outcome="failure", **fields)  # type: ignore[arg-type]
+        entry = audit.record(
+            session, event, meta, outcome="failure", subject_user_id=subject_user_id
+        )
+        if reason is not None:
+            entry.details = {"reason": reason}
 
 
 def _slug_base(text: str) -> str:
