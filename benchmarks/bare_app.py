@@ -20,7 +20,6 @@ app = Starlette(routes=[Route("/health", health)])
 # tezgah's code, so the report can tell header cost from middleware cost.
 TEZGAH_RESPONSE_HEADERS = {
     "x-content-type-options": "nosniff",
-    "x-frame-options": "DENY",
     "referrer-policy": "strict-origin-when-cross-origin",
     "permissions-policy": "camera=(), microphone=(), geolocation=(), payment=()",
     "content-security-policy": (

@@ -41,12 +41,12 @@ API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-act
 ROUTE_CSP = "default-src 'self'; img-src https://img.example"
 STATIC_SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
-    "x-frame-options": "DENY",
     "referrer-policy": "strict-origin-when-cross-origin",
     "permissions-policy": "camera=(), microphone=(), geolocation=(), payment=()",
 }
-# Browsing-context isolation: only on HTML documents (the docs page, later the web app).
-DOCUMENT_HEADERS = {"cross-origin-opener-policy": "same-origin"}
+# Framing and browsing-context isolation: only on HTML documents (the docs page, later the web
+# app); every response's CSP forbids framing with frame-ancestors 'none'.
+DOCUMENT_HEADERS = {"x-frame-options": "DENY", "cross-origin-opener-policy": "same-origin"}
 REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 SERVER_TIMING = re.compile(r"app;dur=(\d+(?:\.\d+)?)")
 
@@ -208,6 +208,8 @@ def assert_security_headers(response: httpx.Response, csp: str) -> None:
     for name, value in STATIC_SECURITY_HEADERS.items():
         assert header_values(response, name) == [value], (name, response.request.url)
     assert header_values(response, "content-security-policy") == [csp]
+    if csp != ROUTE_CSP:  # tezgah's own policies forbid framing everywhere
+        assert "frame-ancestors 'none'" in csp
     is_document = response.headers.get("content-type", "").startswith("text/html")
     for name, value in DOCUMENT_HEADERS.items():
         assert header_values(response, name) == ([value] if is_document else [])

@@ -34,11 +34,11 @@ from tezgah.auth.kit import AuthKit, get_auth_kit
 from tezgah.auth.models import ApiKey, User, Workspace
 from tezgah.auth.permissions import Permission, permissions_for
 from tezgah.auth.tokens import API_KEY_PREFIX, TokenError, split_api_key
+from tezgah.core import context
 from tezgah.core.cache import Cache
 from tezgah.core.db import SessionDep, utcnow
 from tezgah.core.errors import Unauthorized
 from tezgah.core.i18n import set_language
-from tezgah.core.logging import bind_log_context
 from tezgah.core.pagination import PageParams, page_params
 
 ACCESS_COOKIE = "tezgah_access"
@@ -177,7 +177,7 @@ async def optional_principal(
         request.state.principal_id = (
             f"key:{principal.api_key.id}" if principal.api_key else f"user:{principal.user.id}"
         )
-        bind_log_context(user_id=str(principal.user.id))
+        context.set_user_id(str(principal.user.id))
         if "accept-language" not in request.headers:
             set_language(principal.user.language)
     return principal

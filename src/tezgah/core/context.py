@@ -9,6 +9,7 @@ from contextvars import ContextVar
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
 
 _request_id: ContextVar[str | None] = ContextVar("tezgah_request_id", default=None)
+_user_id: ContextVar[str | None] = ContextVar("tezgah_user_id", default=None)
 
 
 def new_request_id() -> str:
@@ -26,3 +27,12 @@ def get_request_id() -> str | None:
 
 def set_request_id(value: str | None) -> None:
     _request_id.set(value)
+
+
+def get_user_id() -> str | None:
+    return _user_id.get()
+
+
+def set_user_id(value: str | None) -> None:
+    """The authenticated caller: every later log line of the request carries it."""
+    _user_id.set(value)

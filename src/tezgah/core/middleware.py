@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import structlog
 from fastapi import FastAPI
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
@@ -32,8 +31,8 @@ from tezgah.core.errors import (
     problem_response,
 )
 from tezgah.core.i18n import negotiate_language, set_language
-from tezgah.core.logging import bind_log_context, get_logger, write_access_line
 from tezgah.core.logging import enabled_for as logging_enabled_for
+from tezgah.core.logging import get_logger, write_access_line
 
 error_log = get_logger("tezgah.error")
 
@@ -76,15 +75,19 @@ class SecurityHeaders:
     def __init__(self, *, https: bool, hsts_max_age: int) -> None:
         self.static_headers: list[tuple[bytes, bytes]] = [
             (b"x-content-type-options", b"nosniff"),
-            (b"x-frame-options", b"DENY"),
             (b"referrer-policy", b"strict-origin-when-cross-origin"),
             (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
         ]
         if https:
             value = f"max-age={hsts_max_age}; includeSubDomains".encode()
             self.static_headers.append((b"strict-transport-security", value))
-        # Browsing-context isolation only means something for documents (docs, web app).
-        self.document_headers = [(b"cross-origin-opener-policy", b"same-origin")]
+        # Framing and browsing-context isolation only mean something for documents (docs, web
+        # app). Every response's CSP says frame-ancestors 'none'; X-Frame-Options repeats it
+        # for browsers that predate CSP, which only ever render documents.
+        self.document_headers = [
+            (b"x-frame-options", b"DENY"),
+            (b"cross-origin-opener-policy", b"same-origin"),
+        ]
 
     def apply(self, path: str, raw: list[tuple[bytes, bytes]]) -> None:
         has_csp = False
@@ -139,8 +142,7 @@ class RequestContextMiddleware:
         valid = incoming is not None and context.is_valid_request_id(incoming)
         request_id = incoming if valid and incoming is not None else context.new_request_id()
         context.set_request_id(request_id)
-        structlog.contextvars.clear_contextvars()
-        bind_log_context(request_id=request_id)
+        context.set_user_id(None)  # log lines take both from the request's context
         if incoming is not None and not valid:
             error_log.warning("invalid_request_id_replaced", length=len(incoming))
         return request_id
