@@ -43,7 +43,6 @@ from benchmarks.http_stack import (
 EMAIL = "bench@example.com"
 PASSWORD = "Benchmark-Passw0rd-tezgah"  # noqa: S105 - a throwaway benchmark account
 STORM_CLIENTS = 20
-ME_TARGET_RATIO = 0.25  # an authenticated read does real work: a token check and a query
 STORM_TARGET = 3.0
 HEALTH_CONNECTIONS = 8
 
@@ -164,7 +163,8 @@ def main() -> int:
         f"bare Starlette /health:    {bare_m.requests_per_second:.0f} req/s, p50 "
         f"{bare_m.p50_ms:.2f} ms, p99 {bare_m.p99_ms:.2f} ms"
     )
-    print(f"ratio /me : bare = {ratio:.2f} (reference {ME_TARGET_RATIO})")
+    # No target: /me verifies a JWT and reads the user row, the bare endpoint does neither.
+    print(f"ratio /me : bare = {ratio:.3f}")
     verdict = "meets" if storm_ratio <= STORM_TARGET else "MISSES"
     print(
         f"/health p99 during a {STORM_CLIENTS}-client login storm / idle p99 = "

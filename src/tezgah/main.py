@@ -44,6 +44,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
             yield
         finally:
             await app.state.auth.mail.stop()
+            app.state.auth.close()
             await resources.close()
             log.info("shutdown")
 

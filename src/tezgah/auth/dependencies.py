@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
@@ -125,11 +125,26 @@ async def _from_api_key(session: AsyncSession, kit: AuthKit, raw: str) -> Princi
     return Principal(user=user, via="api_key", api_key=key)
 
 
+def access_claims(request: Request, kit: AuthKit, token: str) -> dict[str, Any]:
+    """The verified claims of an access token, decoded once per request (the rate limit's
+    caller key and the principal both need them)."""
+    cached: tuple[str, dict[str, Any]] | None = getattr(request.state, "access_claims", None)
+    if cached is not None and cached[0] == token:
+        return cached[1]
+    claims = kit.tokens.decode(token, "access")
+    request.state.access_claims = (token, claims)
+    return claims
+
+
 async def _from_access_token(
-    session: AsyncSession, kit: AuthKit, token: str, via: Literal["token", "session"]
+    request: Request,
+    session: AsyncSession,
+    kit: AuthKit,
+    token: str,
+    via: Literal["token", "session"],
 ) -> Principal:
     try:
-        claims = kit.tokens.decode(token, "access")
+        claims = access_claims(request, kit, token)
         user_id = uuid.UUID(str(claims["sub"]))
     except (TokenError, ValueError) as exc:
         raise InvalidToken(headers={"WWW-Authenticate": "Bearer"}) from exc
@@ -191,10 +206,10 @@ async def _resolve(request: Request, session: AsyncSession, kit: AuthKit) -> Pri
     if bearer is not None:
         if bearer.startswith(API_KEY_PREFIX + "_"):
             return await _from_api_key(session, kit, bearer)
-        return await _from_access_token(session, kit, bearer, "token")
+        return await _from_access_token(request, session, kit, bearer, "token")
     cookie = request.cookies.get(ACCESS_COOKIE)
     if cookie:
-        principal = await _from_access_token(session, kit, cookie, "session")
+        principal = await _from_access_token(request, session, kit, cookie, "session")
         _check_csrf(request, kit, principal)
         return principal
     return None
@@ -217,7 +232,7 @@ def caller_key(request: Request) -> str:
     token = token or request.cookies.get(ACCESS_COOKIE, "")
     if token:
         try:
-            return "user:" + str(get_auth_kit(request).tokens.decode(token, "access")["sub"])
+            return "user:" + str(access_claims(request, get_auth_kit(request), token)["sub"])
         except TokenError:
             pass
     return "ip:" + (request.client.host if request.client else "unknown")

@@ -35,6 +35,9 @@ class AuthKit:
             cache=cache,
         )
 
+    def close(self) -> None:
+        self.passwords.close()
+
     # A signed-out login's access tokens are refused at once, not when they expire: the
     # login ("family") is remembered as ended for as long as one of its tokens can live.
     async def end_family_access(self, family_id: str) -> None:

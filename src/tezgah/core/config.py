@@ -111,9 +111,10 @@ class Settings(BaseSettings):
     jwt_keys: SecretStr = SecretStr("")
     # None: required in production, optional elsewhere (a new account may log in at once).
     require_email_verification: bool | None = None
-    argon2_time_cost: int = Field(default=3, ge=1, le=20)
-    argon2_memory_cost_kib: int = Field(default=65_536, ge=1024, le=4_194_304)
-    argon2_parallelism: int = Field(default=2, ge=1, le=16)
+    # Argon2id at OWASP's first recommended setting (m=47104 KiB, t=1, p=1): one core per hash.
+    argon2_time_cost: int = Field(default=1, ge=1, le=20)
+    argon2_memory_cost_kib: int = Field(default=47_104, ge=1024, le=4_194_304)
+    argon2_parallelism: int = Field(default=1, ge=1, le=16)
     # Hashes computed at once; None: one fewer than the CPUs, so requests keep a core.
     password_hash_concurrency: int | None = Field(default=None, ge=1, le=64)
     password_min_length: int = Field(default=10, ge=8, le=128)
