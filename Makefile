@@ -41,6 +41,7 @@ schemathesis:
 
 bench: setup
 	$(BIN)/python -m benchmarks.http_stack
+	$(BIN)/python -m benchmarks.auth_stack
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache coverage.xml .coverage
