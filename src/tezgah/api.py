@@ -10,11 +10,18 @@ from tezgah.auth.oidc_router import router as oidc_router
 from tezgah.auth.router import router as auth_router
 from tezgah.auth.workspace_router import router as workspace_router
 from tezgah.core.ratelimit import rate_limit
+from tezgah.uploads.router import router as uploads_router
 
 API_PREFIX = "/api/v1"
 
 # Domain routers join here as they are built (designs, uploads, cam, jobs).
-DOMAIN_ROUTERS: list[APIRouter] = [auth_router, oidc_router, workspace_router, admin_router]
+DOMAIN_ROUTERS: list[APIRouter] = [
+    auth_router,
+    oidc_router,
+    workspace_router,
+    admin_router,
+    uploads_router,
+]
 
 
 def _default_limit(request: Request) -> str:

@@ -7,5 +7,6 @@ from tezgah.auth import models as _auth_models  # noqa: F401
 from tezgah.core import idempotency as _idempotency  # noqa: F401
 from tezgah.core import mail as _mail  # noqa: F401
 from tezgah.core.db import Base
+from tezgah.uploads import models as _upload_models  # noqa: F401
 
 metadata = Base.metadata

@@ -11,6 +11,7 @@ invitation and an API key to revoke.
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from tezgah.auth.permissions import API_KEY_SCOPES
 from tezgah.auth.repository import email_key
 from tezgah.auth.tokens import new_api_key
 from tezgah.core.db import utcnow
+from tezgah.uploads.models import Upload
 
 ROLES = ("viewer", "operator", "engineer", "admin", "owner")
 PEOPLE = (*ROLES, "outsider", "superuser")
@@ -45,6 +47,7 @@ class World:
     outsider_invitation_token: str
     refresh_token: str
     owner_email: str
+    upload_id: str
     credentials: dict[str, dict[str, str]]
     emails: dict[str, str]
 
@@ -118,10 +121,19 @@ async def build_world(app: FastAPI, password_hash: str) -> World:
             expires_at=now + timedelta(days=1),
         )
         refresh_secret, refresh_hash = tokens.new_secret()
+        upload = Upload(
+            workspace_id=workspace.id,
+            created_by_id=users["owner"].id,
+            length=10,
+            offset=0,
+            upload_metadata={"workspace_id": str(workspace.id)},
+            expires_at=now + timedelta(days=1),
+        )
         session.add_all(
             [
                 invitation,
                 outsider_invitation,
+                upload,
                 RefreshToken(
                     user_id=users["owner"].id,
                     family_id=uuid.uuid4(),
@@ -145,6 +157,7 @@ async def build_world(app: FastAPI, password_hash: str) -> World:
             outsider_invitation_token=outsider_token,
             refresh_token=refresh_secret,
             owner_email=users["owner"].email,
+            upload_id=str(upload.id),
             credentials=credentials,
             emails={name: user.email for name, user in users.items()},
         )
@@ -186,6 +199,8 @@ def superuser_only(status: int) -> Expectation:
 
 
 MANAGERS = ("admin", "owner")
+WRITERS = ("engineer", "admin", "owner")  # designs:write
+TUS = {"Tus-Resumable": "1.0.0"}
 EVERY_ROLE = ROLES
 
 Body = Callable[[World, str], dict[str, Any]]
@@ -196,6 +211,8 @@ class Case:
     expected: Expectation
     json: Body | None = None
     form: Body | None = None
+    headers: Callable[[World, str], dict[str, str]] | None = None
+    content: bytes | None = None
 
 
 def _register_body(world: World, caller: str) -> dict[str, Any]:
@@ -204,6 +221,15 @@ def _register_body(world: World, caller: str) -> dict[str, Any]:
         "password": PASSWORD,
         "display_name": "New",
     }
+
+
+def _tus_create(world: World, caller: str) -> dict[str, str]:
+    encoded = base64.b64encode(world.workspace_id.encode()).decode()
+    return {**TUS, "Upload-Length": "10", "Upload-Metadata": f"workspace_id {encoded}"}
+
+
+def _tus_patch(world: World, caller: str) -> dict[str, str]:
+    return {**TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
 
 
 def _owner_login(world: World, caller: str) -> dict[str, Any]:
@@ -310,6 +336,21 @@ MATRIX: dict[tuple[str, str], Case] = {
         superuser_only(200), json=lambda w, c: {"is_active": False}
     ),
     ("GET", "/api/v1/admin/audit-events"): Case(superuser_only(200)),
+    # Uploads (tus): the workspace comes from Upload-Metadata, designs:write is needed there.
+    ("OPTIONS", "/api/v1/uploads"): Case(public(204)),
+    ("POST", "/api/v1/uploads"): Case(
+        in_workspace(WRITERS, 201, key_full=201), headers=_tus_create
+    ),
+    ("HEAD", "/api/v1/uploads/{upload_id}"): Case(
+        in_workspace(WRITERS, 200, key_full=200), headers=lambda w, c: TUS
+    ),
+    ("PATCH", "/api/v1/uploads/{upload_id}"): Case(
+        in_workspace(WRITERS, 204, key_full=204), headers=_tus_patch, content=b"0123456789"
+    ),
+    ("DELETE", "/api/v1/uploads/{upload_id}"): Case(
+        in_workspace(WRITERS, 204, key_full=204), headers=lambda w, c: TUS
+    ),
+    ("GET", "/api/v1/uploads/{upload_id}"): Case(in_workspace(WRITERS, 200, key_full=200)),
 }
 
 
@@ -335,6 +376,7 @@ def fill_path(path: str, world: World) -> str:
         user_id=world.target_user_id,
         invitation_id=world.invitation_id,
         key_id=world.key_id,
+        upload_id=world.upload_id,
         provider="unconfigured",
     )
 
@@ -356,7 +398,11 @@ async def test_each_caller_gets_the_expected_status(
         response = await client.request(
             method,
             fill_path(path, world),
-            headers=world.credentials[caller],
+            headers={
+                **world.credentials[caller],
+                **(case.headers(world, caller) if case.headers else {}),
+            },
+            content=case.content,
             json=case.json(world, caller) if case.json else None,
             data=case.form(world, caller) if case.form else None,
         )

@@ -146,6 +146,12 @@ class Settings(BaseSettings):
     mail_from: str = "tezgah <no-reply@localhost>"
     mail_poll_seconds: float = Field(default=5.0, gt=0)
 
+    # Resumable uploads (tus): the largest file, the bytes a workspace may hold in uploads
+    # (unfinished and finished), and how long an unfinished upload lives after its last write.
+    upload_max_bytes: int = Field(default=2 * 1024**3, ge=1)
+    upload_quota_bytes: int = Field(default=20 * 1024**3, ge=1)
+    upload_expiry_seconds: int = Field(default=86_400, ge=1)
+
     freecad_command: Path = Path("/usr/lib/freecad/bin/freecadcmd-python3")
     freecad_lib_dir: Path = Path("/usr/lib/freecad/lib")
     freecad_mod_dir: Path = Path("/usr/share/freecad/Mod")
@@ -203,6 +209,10 @@ class Settings(BaseSettings):
     @property
     def effective_storage_dir(self) -> Path:
         return self.storage_dir if self.storage_dir is not None else self.var_dir / "blobs"
+
+    @property
+    def upload_dir(self) -> Path:
+        return self.var_dir / "uploads"
 
     @property
     def is_production(self) -> bool:

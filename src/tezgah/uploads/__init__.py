@@ -1,0 +1,1 @@
+"""Uploads: resumable uploads over the tus 1.0 protocol, finished files go to the blob store."""
