@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tezgah.auth.models import AuditEvent
 from tezgah.core import context
+from tezgah.core.db import Database
 from tezgah.core.ratelimit import client_ip
 
 USER_AGENT_MAX = 300
@@ -65,3 +66,12 @@ def record(
     )
     session.add(entry)
     return entry
+
+
+async def record_failure_apart(
+    database: Database, event: str, meta: RequestMeta, **fields: Any
+) -> None:
+    """A failure's event, written in its own transaction: the request that caused it is about
+    to fail, and its own unit of work will be rolled back."""
+    async with database.sessionmaker() as session, session.begin():
+        record(session, event, meta, outcome="failure", **fields)

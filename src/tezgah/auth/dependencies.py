@@ -40,6 +40,7 @@ from tezgah.core.db import SessionDep, utcnow
 from tezgah.core.errors import Unauthorized
 from tezgah.core.i18n import set_language
 from tezgah.core.pagination import PageParams, page_params
+from tezgah.core.ratelimit import client_ip
 
 ACCESS_COOKIE = "tezgah_access"
 REFRESH_COOKIE = "tezgah_refresh"
@@ -93,14 +94,31 @@ class WorkspaceAccess:
         return self.principal.user
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if not header:
+def _bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header; None without one or for another
+    scheme."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
         return None
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
+    return value.strip() or None
+
+
+def _bearer(request: Request) -> str | None:
+    """Like :func:`_bearer_token`, but an Authorization header that is not a usable bearer
+    token is refused rather than ignored."""
+    token = _bearer_token(request)
+    if token is None and request.headers.get("authorization"):
         raise InvalidToken(headers={"WWW-Authenticate": "Bearer"})
-    return value.strip()
+    return token
+
+
+def _presented_api_key(request: Request) -> str | None:
+    """An API key from ``X-API-Key``, or a bearer token that looks like one."""
+    raw_key = request.headers.get("x-api-key", "").strip()
+    if raw_key:
+        return raw_key
+    token = _bearer_token(request)
+    return token if token is not None and token.startswith(API_KEY_PREFIX + "_") else None
 
 
 async def _from_api_key(session: AsyncSession, kit: AuthKit, raw: str) -> Principal:
@@ -161,24 +179,34 @@ async def _from_access_token(
     return Principal(user=user, via=via, claims=claims)
 
 
-def _check_csrf(request: Request, kit: AuthKit, principal: Principal) -> None:
-    """Double submit, bound to the session: the header must equal the cookie, and the cookie
-    must be the one issued for this login (a cookie planted by a sibling domain is not)."""
-    if request.method in SAFE_METHODS:
-        return
+def csrf_token_for(kit: AuthKit, family_id: str) -> str:
+    """The CSRF token of one login: derived from it, so nobody can plant a valid one."""
+    return kit.tokens.sign("csrf:" + family_id)
+
+
+def check_csrf(request: Request, kit: AuthKit, family_id: str | None) -> None:
+    """Double submit, bound to the login: the header must equal the cookie, and, when the
+    login (``family_id``) is known, be the token issued for it (a cookie planted by a sibling
+    domain is not). ``None``: the login is unknown, and its credential is refused next."""
     header = request.headers.get(CSRF_HEADER, "")
     cookie = request.cookies.get(CSRF_COOKIE, "")
-    family = str(principal.claims.get("fam", ""))
     if not header or not kit.tokens_match(header, cookie):
         raise CSRFFailed()
-    if not family or not kit.tokens.verify_signature("csrf:" + family, header):
+    if family_id is not None and not (
+        family_id and kit.tokens_match(header, csrf_token_for(kit, family_id))
+    ):
         raise CSRFFailed()
+
+
+def _check_csrf(request: Request, kit: AuthKit, principal: Principal) -> None:
+    if request.method not in SAFE_METHODS:
+        check_csrf(request, kit, str(principal.claims.get("fam", "")))
 
 
 async def optional_principal(
     request: Request,
     session: SessionDep,
-    kit: Annotated[AuthKit, Depends(get_auth_kit)],
+    kit: KitDep,
     _bearer_doc: Annotated[str | None, Depends(oauth2_scheme)] = None,
     _key_doc: Annotated[str | None, Depends(api_key_scheme)] = None,
 ) -> Principal | None:
@@ -199,13 +227,11 @@ async def optional_principal(
 
 
 async def _resolve(request: Request, session: AsyncSession, kit: AuthKit) -> Principal | None:
-    api_key = request.headers.get("x-api-key")
-    if api_key:
-        return await _from_api_key(session, kit, api_key.strip())
+    api_key = _presented_api_key(request)
+    if api_key is not None:
+        return await _from_api_key(session, kit, api_key)
     bearer = _bearer(request)
     if bearer is not None:
-        if bearer.startswith(API_KEY_PREFIX + "_"):
-            return await _from_api_key(session, kit, bearer)
         return await _from_access_token(request, session, kit, bearer, "token")
     cookie = request.cookies.get(ACCESS_COOKIE)
     if cookie:
@@ -218,24 +244,21 @@ async def _resolve(request: Request, session: AsyncSession, kit: AuthKit) -> Pri
 def caller_key(request: Request) -> str:
     """Whom the general API rate limit counts: the API key, the signed-in user (signature
     checked, so nobody can spend someone else's budget), or else the client address."""
-    raw_key = request.headers.get("x-api-key")
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    token = value.strip() if scheme.lower() == "bearer" else ""
-    if raw_key or token.startswith(API_KEY_PREFIX + "_"):
-        parts = split_api_key((raw_key or token).strip())
+    api_key = _presented_api_key(request)
+    if api_key is not None:
+        parts = split_api_key(api_key)
         if parts is not None:
             # The prefix is public (key lists, the audit trail): the bucket depends on the
             # secret too, so a made-up key with someone's prefix spends its own budget.
             secret_tag = get_auth_kit(request).tokens.hash_secret(parts[1])[:16]
             return f"key:{parts[0]}:{secret_tag}"
-    token = token or request.cookies.get(ACCESS_COOKIE, "")
+    token = _bearer_token(request) or request.cookies.get(ACCESS_COOKIE, "")
     if token:
         try:
             return "user:" + str(access_claims(request, get_auth_kit(request), token)["sub"])
         except TokenError:
             pass
-    return "ip:" + (request.client.host if request.client else "unknown")
+    return "ip:" + client_ip(request)
 
 
 OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]

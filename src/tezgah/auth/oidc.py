@@ -66,7 +66,6 @@ from tezgah.auth.exceptions import (
 )
 from tezgah.auth.kit import AuthKit
 from tezgah.auth.models import ExternalIdentity, User
-from tezgah.auth.schemas import MFAChallenge
 from tezgah.auth.tokens import TokenError
 from tezgah.core.cache import Cache
 from tezgah.core.config import OIDCProvider, Settings
@@ -594,12 +593,6 @@ async def fetch_profile(
 # Step 3: whose account is it? ---------------------------------------------------------------
 
 
-async def _record_apart(kit: AuthKit, event: str, meta: RequestMeta, **fields: Any) -> None:
-    """Write a failure's audit event in its own transaction: the request is about to fail."""
-    async with kit.database.sessionmaker() as session, session.begin():
-        audit.record(session, event, meta, outcome="failure", **fields)
-
-
 async def identity_by_subject(
     session: AsyncSession, provider: str, subject: str
 ) -> ExternalIdentity | None:
@@ -641,7 +634,9 @@ async def _create_user(
 async def _refuse(
     kit: AuthKit, meta: RequestMeta, error: AppError, method: str, reason: str, **fields: Any
 ) -> AppError:
-    await _record_apart(kit, "login.failed", meta, method=method, reason=reason, **fields)
+    await audit.record_failure_apart(
+        kit.database, "login.failed", meta, method=method, reason=reason, **fields
+    )
     return error
 
 
@@ -706,12 +701,7 @@ async def sign_in(
         )
     if user.mfa_enabled:
         # The provider's sign-in is one factor; the account's own second factor still applies.
-        ttl = kit.settings.mfa_challenge_ttl_seconds
-        challenge = MFAChallenge(
-            mfa_token=kit.tokens.issue(str(user.id), "mfa", ttl, method=method), expires_in=ttl
-        )
-        audit.record(session, "login.mfa_challenge", meta, actor_user_id=user.id, method=method)
-        return service.LoginResult(user=user, challenge=challenge)
+        return service.start_mfa_challenge(session, kit, meta, user, method=method)
     return await service.complete_login(session, kit, meta, user, method=method)
 
 

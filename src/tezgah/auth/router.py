@@ -20,8 +20,10 @@ from tezgah.auth.dependencies import (
     CurrentUser,
     KitDep,
     MetaDep,
+    check_csrf,
+    csrf_token_for,
 )
-from tezgah.auth.exceptions import CSRFFailed, InvalidToken
+from tezgah.auth.exceptions import InvalidToken
 from tezgah.auth.kit import AuthKit
 from tezgah.auth.models import User
 from tezgah.auth.schemas import (
@@ -212,10 +214,6 @@ async def logout_all(user: CurrentUser, session: SessionDep, meta: MetaDep) -> R
 # Browser sessions (cookies + CSRF) ----------------------------------------------------------
 
 
-def csrf_token_for(kit: AuthKit, family_id: str) -> str:
-    return kit.tokens.sign("csrf:" + family_id)
-
-
 def _set_session_cookies(
     response: Response, kit: AuthKit, result: service.LoginResult
 ) -> SessionOut:
@@ -302,18 +300,6 @@ async def session_mfa(
     return _set_session_cookies(response, kit, result)
 
 
-def _session_refresh_token(request: Request, kit: AuthKit) -> str:
-    """The refresh cookie, with the CSRF header that must match its login."""
-    token = request.cookies.get(REFRESH_COOKIE)
-    if not token:
-        raise InvalidToken()
-    header = request.headers.get("x-csrf-token", "")
-    cookie = request.cookies.get(CSRF_COOKIE, "")
-    if not header or not kit.tokens_match(header, cookie):
-        raise CSRFFailed()
-    return token
-
-
 @router.post(
     "/session/refresh",
     response_model=SessionOut,
@@ -323,11 +309,11 @@ def _session_refresh_token(request: Request, kit: AuthKit) -> str:
 async def session_refresh(
     request: Request, response: Response, session: SessionDep, kit: KitDep, meta: MetaDep
 ) -> SessionOut:
-    token = _session_refresh_token(request, kit)
+    token = request.cookies.get(REFRESH_COOKIE)
+    if not token:
+        raise InvalidToken()
     row = await repository.refresh_token_by_hash(session, kit.tokens.hash_secret(token))
-    header = request.headers.get("x-csrf-token", "")
-    if row is not None and not kit.tokens.verify_signature("csrf:" + str(row.family_id), header):
-        raise CSRFFailed()
+    check_csrf(request, kit, str(row.family_id) if row is not None else None)
     result = await service.rotate_refresh_token(session, kit, meta, token)
     return _set_session_cookies(response, kit, result)
 

@@ -3,7 +3,7 @@ passwords, profile. The rules live here; routers only translate HTTP.
 
 Services never commit: the request's unit of work does. Events that must be kept although the
 request fails (a failed login, a reused refresh token) are written in their own short
-transaction through :func:`_record_apart`.
+transaction through :func:`tezgah.auth.audit.record_failure_apart`.
 """
 
 from __future__ import annotations
@@ -83,23 +83,6 @@ def check_password_policy(password: str, email: str, kit: AuthKit, field: str) -
             for message in problems
         ]
         raise WeakPassword(field_errors={field: messages})
-
-
-async def _record_apart(
-    kit: AuthKit,
-    event: str,
-    meta: RequestMeta,
-    *,
-    subject_user_id: uuid.UUID | None = None,
-    reason: str | None = None,
-) -> None:
-    """Write an audit event in its own transaction: the request itself is about to fail."""
-    async with kit.database.sessionmaker() as session, session.begin():
-        entry = audit.record(
-            session, event, meta, outcome="failure", subject_user_id=subject_user_id
-        )
-        if reason is not None:
-            entry.details = {"reason": reason}
 
 
 def _slug_base(text: str) -> str:
@@ -293,12 +276,16 @@ async def authenticate(
     if user is None or user.password_hash is None:
         await kit.passwords.burn(password[:MAX_PASSWORD_LENGTH])
         await _count_failure(cache, kit, email)
-        await _record_apart(kit, "login.failed", meta, reason="unknown_account")
+        await audit.record_failure_apart(
+            kit.database, "login.failed", meta, reason="unknown_account"
+        )
         raise InvalidCredentials()
     valid, new_hash = await kit.passwords.verify(password[:MAX_PASSWORD_LENGTH], user.password_hash)
     if not valid:
         await _count_failure(cache, kit, email)
-        await _record_apart(kit, "login.failed", meta, subject_user_id=user.id)
+        await audit.record_failure_apart(
+            kit.database, "login.failed", meta, subject_user_id=user.id
+        )
         raise InvalidCredentials()
     await _clear_failures(cache, email)
     if not user.is_active:
@@ -308,15 +295,21 @@ async def authenticate(
     if new_hash is not None:
         user.password_hash = new_hash  # parameters changed since it was made
     if user.mfa_enabled:
-        challenge = MFAChallenge(
-            mfa_token=kit.tokens.issue(
-                str(user.id), "mfa", kit.settings.mfa_challenge_ttl_seconds, method=method
-            ),
-            expires_in=kit.settings.mfa_challenge_ttl_seconds,
-        )
-        audit.record(session, "login.mfa_challenge", meta, actor_user_id=user.id)
-        return LoginResult(user=user, challenge=challenge)
+        return start_mfa_challenge(session, kit, meta, user, method=method)
     return await complete_login(session, kit, meta, user, method=method)
+
+
+def start_mfa_challenge(
+    session: AsyncSession, kit: AuthKit, meta: RequestMeta, user: User, *, method: str
+) -> LoginResult:
+    """The first factor passed (password, or an identity provider): the account's own second
+    factor is still asked for, with a short-lived token naming the user and the method."""
+    ttl = kit.settings.mfa_challenge_ttl_seconds
+    challenge = MFAChallenge(
+        mfa_token=kit.tokens.issue(str(user.id), "mfa", ttl, method=method), expires_in=ttl
+    )
+    audit.record(session, "login.mfa_challenge", meta, actor_user_id=user.id, method=method)
+    return LoginResult(user=user, challenge=challenge)
 
 
 async def complete_login(
@@ -354,7 +347,9 @@ async def verify_mfa_challenge(
         # The request fails; end its transaction first: on SQLite a lost claim of the code
         # holds the write lock, and the audit write below would wait for it.
         await session.rollback()
-        await _record_apart(kit, "login.mfa_failed", meta, subject_user_id=user_id)
+        await audit.record_failure_apart(
+            kit.database, "login.mfa_failed", meta, subject_user_id=user_id
+        )
         raise InvalidMFACode()
     await _clear_failures(cache, user.email)
     return await complete_login(session, kit, meta, user, method=str(claims.get("method", "mfa")))

@@ -120,9 +120,6 @@ class TokenService:
         digest = hmac.new(self._hash_key, value.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest[:18]).decode()
 
-    def verify_signature(self, value: str, signature: str) -> bool:
-        return hmac.compare_digest(self.sign(value), signature)
-
 
 MAX_HEADER_SEGMENT = 512
 

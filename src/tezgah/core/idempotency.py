@@ -32,6 +32,7 @@ from starlette.responses import Response
 from tezgah.core.db import Base, SessionDep, UTCDateTime, utcnow
 from tezgah.core.errors import AppError, BadRequest, Conflict
 from tezgah.core.i18n import N_
+from tezgah.core.ratelimit import client_ip
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -150,7 +151,7 @@ def caller_scope(request: Request) -> str:
     principal = getattr(request.state, "principal_id", None)
     if principal is not None:
         return f"principal:{principal}"
-    return f"ip:{request.client.host if request.client else 'unknown'}"
+    return f"ip:{client_ip(request)}"
 
 
 async def get_idempotency(request: Request, session: SessionDep) -> Idempotency:
