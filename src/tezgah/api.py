@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI
 
 from tezgah.auth.admin_router import router as admin_router
 from tezgah.auth.dependencies import caller_key
 from tezgah.auth.oidc_router import router as oidc_router
 from tezgah.auth.router import router as auth_router
 from tezgah.auth.workspace_router import router as workspace_router
-from tezgah.core.ratelimit import rate_limit
+from tezgah.core.ratelimit import limit_from_settings, rate_limit
 from tezgah.uploads.router import router as uploads_router
 
 API_PREFIX = "/api/v1"
@@ -24,13 +24,10 @@ DOMAIN_ROUTERS: list[APIRouter] = [
 ]
 
 
-def _default_limit(request: Request) -> str:
-    limit: str = request.app.state.resources.settings.rate_limit_default
-    return limit
-
-
 def mount_routers(app: FastAPI) -> None:
     # The general limit counts per caller: API key, signed-in user, or client address.
-    api_dependencies = [Depends(rate_limit(_default_limit, scope="api", key=caller_key))]
+    api_dependencies = [
+        Depends(rate_limit(limit_from_settings("rate_limit_default"), scope="api", key=caller_key))
+    ]
     for router in DOMAIN_ROUTERS:
         app.include_router(router, prefix=API_PREFIX, dependencies=api_dependencies)

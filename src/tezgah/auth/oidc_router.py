@@ -22,19 +22,14 @@ from tezgah.auth.dependencies import CacheDep, KitDep, MetaDep
 from tezgah.auth.exceptions import OIDCStateInvalid
 from tezgah.auth.schemas import MFAChallenge, TokenPair
 from tezgah.core.db import SessionDep
-from tezgah.core.ratelimit import rate_limit
+from tezgah.core.ratelimit import limit_from_settings, rate_limit
 from tezgah.core.routing import AUTH_PROBLEM_RESPONSES, make_router
 
 router = make_router(prefix="/auth/oidc", tags=["auth"], responses=AUTH_PROBLEM_RESPONSES)
 NO_STORE = "no-store"
 
 
-def _login_limit(request: Request) -> str:
-    limit: str = request.app.state.settings.rate_limit_login_ip
-    return limit
-
-
-oidc_limit = Depends(rate_limit(_login_limit, scope="oidc"))
+oidc_limit = Depends(rate_limit(limit_from_settings("rate_limit_login_ip"), scope="oidc"))
 
 
 class OIDCProviderOut(BaseModel):

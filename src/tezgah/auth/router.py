@@ -48,28 +48,20 @@ from tezgah.auth.schemas import (
     UserOut,
 )
 from tezgah.core.db import SessionDep
-from tezgah.core.ratelimit import enforce, get_rate_limiter, rate_limit
+from tezgah.core.ratelimit import enforce, get_rate_limiter, limit_from_settings, rate_limit
 from tezgah.core.routing import AUTH_PROBLEM_RESPONSES, make_router
 
 router = make_router(prefix="/auth", tags=["auth"], responses=AUTH_PROBLEM_RESPONSES)
 SESSION_REFRESH_PATH = "/api/v1/auth/session"
 
 
-def _setting(name: str) -> Callable[[Request], str]:
-    """A rate-limit expression read from settings at request time (tests set their own)."""
-
-    def expression(request: Request) -> str:
-        value: str = getattr(request.app.state.settings, name)
-        return value
-
-    return expression
-
-
-login_ip_limit = Depends(rate_limit(_setting("rate_limit_login_ip"), scope="login"))
-register_limit = Depends(rate_limit(_setting("rate_limit_register_ip"), scope="register"))
-refresh_limit = Depends(rate_limit(_setting("rate_limit_refresh"), scope="refresh"))
-reset_limit = Depends(rate_limit(_setting("rate_limit_password_reset"), scope="reset"))
-mfa_limit = Depends(rate_limit(_setting("rate_limit_mfa"), scope="mfa"))
+login_ip_limit = Depends(rate_limit(limit_from_settings("rate_limit_login_ip"), scope="login"))
+register_limit = Depends(
+    rate_limit(limit_from_settings("rate_limit_register_ip"), scope="register")
+)
+refresh_limit = Depends(rate_limit(limit_from_settings("rate_limit_refresh"), scope="refresh"))
+reset_limit = Depends(rate_limit(limit_from_settings("rate_limit_password_reset"), scope="reset"))
+mfa_limit = Depends(rate_limit(limit_from_settings("rate_limit_mfa"), scope="mfa"))
 
 
 def user_out(user: User) -> UserOut:
@@ -89,7 +81,7 @@ def user_out(user: User) -> UserOut:
 
 async def _limit_account(request: Request, email: str) -> None:
     limiter = get_rate_limiter(request)
-    expression = request.app.state.settings.rate_limit_login_account
+    expression: str = request.app.state.settings.rate_limit_login_account
     await enforce(limiter, expression, "login-account", repository.email_key(email))
 
 

@@ -100,6 +100,17 @@ def get_rate_limiter(request: Request) -> RateLimiter:
     return limiter
 
 
+def limit_from_settings(name: str) -> Callable[[Request], str]:
+    """A limit expression read from the app's settings at request time (so an app built with
+    other settings, as in tests, uses its own)."""
+
+    def expression(request: Request) -> str:
+        value: str = getattr(request.app.state.settings, name)
+        return value
+
+    return expression
+
+
 async def enforce(limiter: RateLimiter, expression: str, scope: str, key: str) -> None:
     """Count one hit for ``key`` (an account, a token) and raise 429 when over the limit:
     for limits whose key is only known inside the route (after reading the body)."""
