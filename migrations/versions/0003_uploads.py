@@ -33,7 +33,6 @@ def upgrade() -> None:
         sa.Column("finished_at", tezgah.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("sha256", sa.String(length=64), nullable=True),
         sa.Column("size", sa.BigInteger(), nullable=True),
-        sa.Column("blob_key", sa.String(length=64), nullable=True),
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("created_at", tezgah.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", tezgah.core.db.UTCDateTime(timezone=True), nullable=False),

@@ -33,7 +33,8 @@ class Problem(BaseModel):
     request_id: str | None = None
 
 
-def _problem(description: str) -> dict[str, Any]:
+def problem_doc(description: str) -> dict[str, Any]:
+    """An OpenAPI response entry for a problem-details answer (routers add their own)."""
     return {
         "description": description,
         "model": Problem,
@@ -43,20 +44,20 @@ def _problem(description: str) -> dict[str, Any]:
 
 # Added by routers whose routes authenticate: who is calling, may they, does it clash.
 AUTH_PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: _problem("Not authenticated, or the credentials are invalid or expired"),
-    403: _problem("Authenticated, but not allowed to do this"),
-    409: _problem("Conflicts with the current state"),
+    401: problem_doc("Not authenticated, or the credentials are invalid or expired"),
+    403: problem_doc("Authenticated, but not allowed to do this"),
+    409: problem_doc("Conflicts with the current state"),
 }
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _problem("Bad request (malformed JSON, invalid cursor, ...)"),
-    404: _problem("Not found"),
-    413: _problem("Request body too large"),
-    415: _problem("Unsupported media type"),
-    422: _problem("Validation failed"),
-    429: _problem("Too many requests"),
-    500: _problem("Internal server error"),
-    503: _problem("A dependency is unavailable"),
+    400: problem_doc("Bad request (malformed JSON, invalid cursor, ...)"),
+    404: problem_doc("Not found"),
+    413: problem_doc("Request body too large"),
+    415: problem_doc("Unsupported media type"),
+    422: problem_doc("Validation failed"),
+    429: problem_doc("Too many requests"),
+    500: problem_doc("Internal server error"),
+    503: problem_doc("A dependency is unavailable"),
 }
 
 

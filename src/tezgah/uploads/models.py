@@ -31,7 +31,6 @@ class Upload(UUIDPrimaryKey, Timestamps, Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    blob_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     @property
     def is_finished(self) -> bool:

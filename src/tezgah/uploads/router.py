@@ -17,32 +17,21 @@ from starlette.requests import ClientDisconnect
 from tezgah.auth.dependencies import CurrentPrincipal
 from tezgah.core.config import Settings
 from tezgah.core.db import SessionDep
-from tezgah.core.routing import AUTH_PROBLEM_RESPONSES, Problem, make_router
+from tezgah.core.routing import AUTH_PROBLEM_RESPONSES, make_router, problem_doc
 from tezgah.core.storage import BlobStore
 from tezgah.uploads import service
 from tezgah.uploads.exceptions import TUS_VERSION, UploadContentType
 from tezgah.uploads.models import Upload
 from tezgah.uploads.schemas import UploadOut
 
-
-def _problem(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "model": Problem,
-        "content": {
-            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
-        },
-    }
-
-
 TUS_RESPONSES: dict[int | str, dict[str, Any]] = {
     **AUTH_PROBLEM_RESPONSES,
-    404: _problem("No such upload (or it belongs to a workspace you are not in)"),
-    410: _problem("The upload expired"),
-    412: _problem("Tus-Resumable is missing or not 1.0.0"),
-    413: _problem("Larger than the maximum file size, the upload's length or the quota"),
-    415: _problem("The body is not application/offset+octet-stream"),
-    460: _problem("The chunk does not match its Upload-Checksum"),
+    404: problem_doc("No such upload (or it belongs to a workspace you are not in)"),
+    410: problem_doc("The upload expired"),
+    412: problem_doc("Tus-Resumable is missing or not 1.0.0"),
+    413: problem_doc("Larger than the maximum file size, the upload's length or the quota"),
+    415: problem_doc("The body is not application/offset+octet-stream"),
+    460: problem_doc("The chunk does not match its Upload-Checksum"),
 }
 # The PATCH (and a creating POST's) body is raw bytes, ``application/offset+octet-stream``, read
 # from the stream: it is described in words, not as a requestBody schema (fuzzers cannot

@@ -268,7 +268,6 @@ async def _finish(settings: Settings, blobs: BlobStore, upload: Upload) -> None:
     path = part_path(settings, upload.id)
     stored = await blobs.put(_read_file(path), max_bytes=upload.length)
     upload.sha256 = stored.sha256
-    upload.blob_key = stored.sha256
     upload.size = stored.size
     upload.offset = stored.size
     upload.finished_at = utcnow()
