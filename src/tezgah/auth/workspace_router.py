@@ -18,7 +18,6 @@ from tezgah.auth.dependencies import (
     require,
     require_person,
 )
-from tezgah.auth.exceptions import MissingPermission
 from tezgah.auth.models import Invitation
 from tezgah.auth.permissions import Permission, Role
 from tezgah.auth.schemas import (
@@ -104,8 +103,7 @@ async def update_workspace(
     data: WorkspaceUpdate,
     access: CanManageWorkspace,
 ) -> WorkspaceOut:
-    if data.name is not None:
-        access.workspace.name = data.name.strip()
+    workspace_service.update(access, data)
     return workspace_service.workspace_out(access.workspace, access.role)
 
 
@@ -168,8 +166,6 @@ async def remove_member(
     session: SessionDep,
     meta: MetaDep,
 ) -> Response:
-    if user_id != access.user.id and Permission.members_manage not in access.permissions:
-        raise MissingPermission(params={"permission": Permission.members_manage.value})
     await workspace_service.remove_member(session, meta, access, user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

@@ -19,14 +19,21 @@ from tezgah.auth.exceptions import (
     InvitationNotFound,
     LastOwner,
     MemberNotFound,
+    MissingPermission,
     PersonalWorkspace,
     RoleTooHigh,
     SlugTaken,
 )
 from tezgah.auth.kit import AuthKit
 from tezgah.auth.models import Invitation, Membership, User, Workspace
-from tezgah.auth.permissions import ROLE_LABELS, Role, outranks_or_equals
-from tezgah.auth.schemas import InvitationIn, MemberOut, WorkspaceIn, WorkspaceOut
+from tezgah.auth.permissions import ROLE_LABELS, Permission, Role, outranks_or_equals
+from tezgah.auth.schemas import (
+    InvitationIn,
+    MemberOut,
+    WorkspaceIn,
+    WorkspaceOut,
+    WorkspaceUpdate,
+)
 from tezgah.auth.service import create_workspace
 from tezgah.core import mail
 from tezgah.core.db import utcnow
@@ -67,6 +74,12 @@ async def create_team(
         session, "workspace.created", meta, actor_user_id=user.id, workspace_id=workspace.id
     )
     return workspace_out(workspace, Role.owner)
+
+
+def update(access: WorkspaceAccess, data: WorkspaceUpdate) -> Workspace:
+    if data.name is not None:
+        access.workspace.name = data.name.strip()
+    return access.workspace
 
 
 async def delete(session: AsyncSession, meta: RequestMeta, access: WorkspaceAccess) -> None:
@@ -194,8 +207,12 @@ async def change_role(
 async def remove_member(
     session: AsyncSession, meta: RequestMeta, access: WorkspaceAccess, user_id: uuid.UUID
 ) -> None:
-    target = await _target_membership(session, access, user_id)
+    """Anyone may leave; removing somebody else needs ``members:manage`` and a rank at least
+    theirs."""
     leaving = user_id == access.user.id
+    if not leaving and Permission.members_manage not in access.permissions:
+        raise MissingPermission(params={"permission": Permission.members_manage.value})
+    target = await _target_membership(session, access, user_id)
     if not leaving and not outranks_or_equals(access.role, target.role):
         raise RoleTooHigh()
     removes_owner = target.role == Role.owner
