@@ -146,25 +146,37 @@ def link(kit: AuthKit, path: str, token: str) -> str:
     return f"{kit.settings.base_url.rstrip('/')}{path}#token={token}"
 
 
+def mail_user(
+    session: AsyncSession, user: User, *, kind: str, subject: str, body: str, **params: object
+) -> None:
+    """Queue a mail to ``user`` with ``subject`` and ``body`` (message ids) in their language."""
+    language = user.language
+    mail.enqueue(
+        session,
+        to=user.email,
+        subject=translate(subject, language),
+        body=translate(body, language, name=user.display_name, **params),
+        language=language,
+        kind=kind,
+    )
+
+
 async def send_verification_mail(session: AsyncSession, kit: AuthKit, user: User) -> None:
     token = await issue_action_token(
         session, kit, user, VERIFY_EMAIL, kit.settings.email_token_ttl_seconds
     )
-    language = user.language
-    body = translate(
-        N_(
+    mail_user(
+        session,
+        user,
+        kind=VERIFY_EMAIL,
+        subject=N_("Confirm your email address"),
+        body=N_(
             "Hello {name},\n\nconfirm your email address for tezgah with this link:\n{link}\n\n"
             "Or send this code to the API: {token}\n\nIf you did not create an account, ignore "
             "this mail."
         ),
-        language,
-        name=user.display_name,
         link=link(kit, "/verify-email", token),
         token=token,
-    )
-    subject = translate(N_("Confirm your email address"), language)
-    mail.enqueue(
-        session, to=user.email, subject=subject, body=body, language=language, kind=VERIFY_EMAIL
     )
 
 
@@ -509,26 +521,19 @@ async def request_password_reset(session: AsyncSession, kit: AuthKit, email: str
     token = await issue_action_token(
         session, kit, user, RESET_PASSWORD, kit.settings.password_reset_ttl_seconds
     )
-    language = user.language
-    body = translate(
-        N_(
+    mail_user(
+        session,
+        user,
+        kind=RESET_PASSWORD,
+        subject=N_("Reset your tezgah password"),
+        body=N_(
             "Hello {name},\n\nsomebody asked to reset your tezgah password. Use this link "
             "within {minutes} minutes:\n{link}\n\nOr send this code to the API: {token}\n\n"
             "If it was not you, ignore this mail; your password stays as it is."
         ),
-        language,
-        name=user.display_name,
         minutes=kit.settings.password_reset_ttl_seconds // 60,
         link=link(kit, "/reset-password", token),
         token=token,
-    )
-    mail.enqueue(
-        session,
-        to=user.email,
-        subject=translate(N_("Reset your tezgah password"), language),
-        body=body,
-        language=language,
-        kind=RESET_PASSWORD,
     )
 
 
