@@ -29,7 +29,7 @@ from tests.conftest import create_postgres_database, drop_postgres_database
 from tezgah.core import migrate
 from tezgah.core.config import Settings
 from tezgah.core.db import NAMING_CONVENTION, SQLITE_BUSY_TIMEOUT_MS, Base, Database
-from tezgah.models import metadata
+from tezgah.models import include_name, metadata
 
 T = TypeVar("T")
 MIGRATION_BACKENDS = ("sqlite", "postgres")
@@ -81,13 +81,23 @@ def run_on(url: str, work: Callable[[Connection], T]) -> T:
 
 
 def table_names(url: str) -> set[str]:
-    return run_on(url, lambda connection: set(sa_inspect(connection).get_table_names()))
+    """Tables the models describe or should (the full-text search tables are left out)."""
+
+    def names(connection: Connection) -> set[str]:
+        every = sa_inspect(connection).get_table_names()
+        return {name for name in every if include_name(name, "table", {})}
+
+    return run_on(url, names)
 
 
 def schema_differences(url: str) -> list[Any]:
     def compare(connection: Connection) -> list[Any]:
         context = MigrationContext.configure(
-            connection, opts={"compare_type": True, "compare_server_default": True}
+            connection, opts={
+                "compare_type": True,
+                "compare_server_default": True,
+                "include_name": include_name,
+            }
         )
         return list(compare_metadata(context, metadata))
 
@@ -269,7 +279,7 @@ def reflected_constraint_names(connection: Connection) -> dict[str, set[str | No
         found |= {
             ix["name"] for ix in inspector.get_indexes(table) if "duplicates_constraint" not in ix
         }
-        names[table] = found
+        names[table] = {name for name in found if include_name(name, "index", {})}
     return names
 
 

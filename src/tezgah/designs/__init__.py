@@ -1,0 +1,1 @@
+"""Designs: versioned CAD files, categories, tags, reviews and share links."""
