@@ -93,11 +93,12 @@ def table_names(url: str) -> set[str]:
 def schema_differences(url: str) -> list[Any]:
     def compare(connection: Connection) -> list[Any]:
         context = MigrationContext.configure(
-            connection, opts={
+            connection,
+            opts={
                 "compare_type": True,
                 "compare_server_default": True,
                 "include_name": include_name,
-            }
+            },
         )
         return list(compare_metadata(context, metadata))
 
