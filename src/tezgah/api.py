@@ -10,6 +10,10 @@ from tezgah.auth.oidc_router import router as oidc_router
 from tezgah.auth.router import router as auth_router
 from tezgah.auth.workspace_router import router as workspace_router
 from tezgah.core.ratelimit import limit_from_settings, rate_limit
+from tezgah.designs.category_router import router as category_router
+from tezgah.designs.review_router import router as review_router
+from tezgah.designs.router import router as designs_router
+from tezgah.designs.share_router import router as share_router
 from tezgah.uploads.router import router as uploads_router
 
 API_PREFIX = "/api/v1"
@@ -21,6 +25,10 @@ DOMAIN_ROUTERS: list[APIRouter] = [
     workspace_router,
     admin_router,
     uploads_router,
+    designs_router,
+    review_router,
+    category_router,
+    share_router,
 ]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -145,11 +145,27 @@ def get_database(request: Request) -> Database:
     return database
 
 
+AFTER_COMMIT = "tezgah_after_commit"
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], Awaitable[None]]) -> None:
+    """Run ``callback`` once the request's unit of work is committed (never if it rolls back):
+    cache invalidation must not run before the data it describes is visible to others."""
+    session.info.setdefault(AFTER_COMMIT, []).append(callback)
+
+
+async def _run_after_commit(session: AsyncSession) -> None:
+    callbacks: list[Callable[[], Awaitable[None]]] = session.info.pop(AFTER_COMMIT, [])
+    for callback in callbacks:
+        await callback()
+
+
 async def _session_scope(request: Request) -> AsyncIterator[AsyncSession]:
     async with get_database(request).sessionmaker() as session:
         try:
             yield session
             await session.commit()
+            await _run_after_commit(session)
         except OSError as exc:
             # The driver raises plain socket errors when it cannot connect at all.
             await _rollback_quietly(session)

@@ -31,6 +31,11 @@ class Upload(UUIDPrimaryKey, Timestamps, Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Set once the file became a design version: the row stays as the workspace's record of
+    # stored bytes (the quota), and goes with the version.
+    design_version_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("design_versions.id", ondelete="CASCADE"), nullable=True, unique=True
+    )
 
     @property
     def is_finished(self) -> bool:

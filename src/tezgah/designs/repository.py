@@ -1,0 +1,452 @@
+"""Queries of the design hub. Everything a list page shows is loaded in batches keyed by the
+page's design ids, so a page costs the same number of statements whatever its size."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    delete,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
+
+from tezgah.auth.models import Membership, User, Workspace
+from tezgah.designs.models import (
+    Category,
+    Design,
+    DesignCategory,
+    DesignTag,
+    DesignVersion,
+    Review,
+    ReviewReport,
+    ShareLink,
+)
+
+SEARCH_TERM = re.compile(r"\w+", re.UNICODE)
+MAX_SEARCH_TERMS = 8
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Whose list it is: nobody, a person (their workspaces), or an API key (its workspace,
+    when it may read designs)."""
+
+    user_id: uuid.UUID | None = None
+    key_workspace_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class DesignFilters:
+    workspace_id: uuid.UUID | None = None
+    category_id: uuid.UUID | None = None
+    tag: str | None = None
+    format: str | None = None
+    min_rating: float | None = None
+    visibility: str | None = None
+    author_id: uuid.UUID | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    q: str | None = None
+
+
+# Designs ---------------------------------------------------------------------------------------
+
+
+async def design_by_id(session: AsyncSession, design_id: uuid.UUID) -> Design | None:
+    return await session.get(Design, design_id)
+
+
+async def slug_exists(
+    session: AsyncSession, workspace_id: uuid.UUID, slug: str, *, other_than: uuid.UUID | None
+) -> bool:
+    statement = select(Design.id).where(Design.workspace_id == workspace_id, Design.slug == slug)
+    if other_than is not None:
+        statement = statement.where(Design.id != other_than)
+    return (await session.scalar(statement.limit(1))) is not None
+
+
+async def slugs_like(session: AsyncSession, workspace_id: uuid.UUID, base: str) -> set[str]:
+    rows = await session.scalars(
+        select(Design.slug).where(
+            Design.workspace_id == workspace_id,
+            or_(Design.slug == base, Design.slug.like(base + "-%")),
+        )
+    )
+    return set(rows.all())
+
+
+def member_workspaces(user_id: uuid.UUID) -> Select[uuid.UUID]:
+    return select(Membership.workspace_id).where(Membership.user_id == user_id)
+
+
+def visible_to(viewer: Viewer, *, listed: bool) -> ColumnElement[bool]:
+    """Designs ``viewer`` may see. ``listed``: in lists, unlisted designs of other workspaces
+    stay out (they are reachable only by their link)."""
+    shown = ("public",) if listed else ("public", "unlisted")
+    condition: ColumnElement[bool] = Design.visibility.in_(shown)
+    if viewer.key_workspace_id is not None:
+        condition = or_(condition, Design.workspace_id == viewer.key_workspace_id)
+    elif viewer.user_id is not None:
+        condition = or_(condition, Design.workspace_id.in_(member_workspaces(viewer.user_id)))
+    return condition
+
+
+def category_subtree(category_id: uuid.UUID) -> Select[uuid.UUID]:
+    """The category and all its descendants (a recursive query; the tree is small)."""
+    tree = select(Category.id).where(Category.id == category_id).cte("subtree", recursive=True)
+    tree = tree.union_all(select(Category.id).where(Category.parent_id == tree.c.id))
+    return select(tree.c.id)
+
+
+def search_condition(dialect: str, query: str) -> ColumnElement[bool] | None:
+    """Full-text match on name, description and tags: every word, as a prefix."""
+    terms = SEARCH_TERM.findall(query)[:MAX_SEARCH_TERMS]
+    if not terms:
+        return None
+    if dialect == "postgresql":
+        tsquery = " & ".join(f"{term}:*" for term in terms)
+        vector = func.to_tsvector(literal_column("'simple'"), Design.search_text)
+        return vector.op("@@")(func.to_tsquery(literal_column("'simple'"), tsquery))
+    match = " ".join(f'"{term}"*' for term in terms)
+    matching = text("SELECT design_id FROM designs_fts WHERE designs_fts MATCH :match").bindparams(
+        match=match
+    )
+    return Design.id.in_(matching.columns(design_id=Design.id.type))
+
+
+def filtered_designs(viewer: Viewer, filters: DesignFilters, dialect: str) -> Select[Design]:
+    """The list's query before sorting and paging. Heavy columns stay unloaded."""
+    statement = (
+        select(Design)
+        .options(
+            defer(Design.description, raiseload=True), defer(Design.search_text, raiseload=True)
+        )
+        .where(Design.deleted_at.is_(None), visible_to(viewer, listed=True))
+    )
+    return statement.where(*_filter_conditions(filters, dialect))
+
+
+def _filter_conditions(filters: DesignFilters, dialect: str) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if filters.workspace_id is not None:
+        conditions.append(Design.workspace_id == filters.workspace_id)
+    if filters.visibility is not None:
+        conditions.append(Design.visibility == filters.visibility)
+    if filters.author_id is not None:
+        conditions.append(Design.created_by_id == filters.author_id)
+    if filters.min_rating is not None:
+        conditions.append(Design.rating_avg >= filters.min_rating)
+    if filters.created_after is not None:
+        conditions.append(Design.created_at >= filters.created_after)
+    if filters.created_before is not None:
+        conditions.append(Design.created_at < filters.created_before)
+    if filters.tag is not None:
+        conditions.append(
+            exists().where(DesignTag.design_id == Design.id, DesignTag.tag == filters.tag)
+        )
+    if filters.category_id is not None:
+        in_tree = DesignCategory.category_id.in_(category_subtree(filters.category_id))
+        conditions.append(exists().where(DesignCategory.design_id == Design.id, in_tree))
+    if filters.format is not None:
+        conditions.append(
+            exists().where(
+                DesignVersion.id == Design.current_version_id,
+                DesignVersion.format == filters.format,
+            )
+        )
+    if filters.q:
+        matched = search_condition(dialect, filters.q)
+        if matched is not None:
+            conditions.append(matched)
+    return conditions
+
+
+def deleted_designs(workspace_id: uuid.UUID) -> Select[Design]:
+    return select(Design).where(Design.workspace_id == workspace_id, Design.deleted_at.is_not(None))
+
+
+async def purgeable_designs(
+    session: AsyncSession, deleted_before: datetime, limit: int
+) -> list[Design]:
+    rows = await session.scalars(
+        select(Design).where(Design.deleted_at < deleted_before).limit(limit)
+    )
+    return list(rows.all())
+
+
+# What a page of designs shows ------------------------------------------------------------------
+
+
+async def version_summaries(
+    session: AsyncSession, version_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, DesignVersion]:
+    if not version_ids:
+        return {}
+    rows = await session.scalars(
+        select(DesignVersion)
+        .options(
+            defer(DesignVersion.inspection, raiseload=True),
+            defer(DesignVersion.inspection_error, raiseload=True),
+        )
+        .where(DesignVersion.id.in_(version_ids))
+    )
+    return {version.id: version for version in rows.all()}
+
+
+async def categories_of(
+    session: AsyncSession, design_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[Category]]:
+    found: dict[uuid.UUID, list[Category]] = defaultdict(list)
+    if not design_ids:
+        return found
+    rows = await session.execute(
+        select(DesignCategory.design_id, Category)
+        .join(Category, Category.id == DesignCategory.category_id)
+        .where(DesignCategory.design_id.in_(design_ids))
+        .order_by(Category.position, Category.slug)
+    )
+    for design_id, category in rows.all():
+        found[design_id].append(category)
+    return found
+
+
+async def tags_of(
+    session: AsyncSession, design_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[str]]:
+    found: dict[uuid.UUID, list[str]] = defaultdict(list)
+    if not design_ids:
+        return found
+    rows = await session.execute(
+        select(DesignTag.design_id, DesignTag.tag)
+        .where(DesignTag.design_id.in_(design_ids))
+        .order_by(DesignTag.tag)
+    )
+    for design_id, tag in rows.all():
+        found[design_id].append(tag)
+    return found
+
+
+async def people(session: AsyncSession, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Display names by user id."""
+    if not user_ids:
+        return {}
+    rows = await session.execute(select(User.id, User.display_name).where(User.id.in_(user_ids)))
+    return {user_id: name for user_id, name in rows.all()}  # noqa: C416 - rows, not pairs
+
+
+async def replace_tags(session: AsyncSession, design_id: uuid.UUID, tags: Sequence[str]) -> None:
+    await session.execute(delete(DesignTag).where(DesignTag.design_id == design_id))
+    session.add_all(DesignTag(design_id=design_id, tag=tag) for tag in tags)
+
+
+async def replace_categories(
+    session: AsyncSession, design_id: uuid.UUID, category_ids: Sequence[uuid.UUID]
+) -> None:
+    await session.execute(delete(DesignCategory).where(DesignCategory.design_id == design_id))
+    session.add_all(
+        DesignCategory(design_id=design_id, category_id=category_id) for category_id in category_ids
+    )
+
+
+async def is_member(session: AsyncSession, user_id: uuid.UUID, workspace_id: uuid.UUID) -> bool:
+    found = await session.scalar(
+        select(Membership.id).where(
+            Membership.user_id == user_id, Membership.workspace_id == workspace_id
+        )
+    )
+    return found is not None
+
+
+async def personal_workspace(session: AsyncSession, user_id: uuid.UUID) -> Workspace | None:
+    return await session.scalar(
+        select(Workspace)
+        .join(Membership, Membership.workspace_id == Workspace.id)
+        .where(Membership.user_id == user_id, Workspace.is_personal.is_(True))
+        .order_by(Workspace.created_at)
+        .limit(1)
+    )
+
+
+# Versions --------------------------------------------------------------------------------------
+
+
+async def version_of(
+    session: AsyncSession, design_id: uuid.UUID, version_id: uuid.UUID
+) -> DesignVersion | None:
+    version = await session.get(DesignVersion, version_id)
+    return version if version is not None and version.design_id == design_id else None
+
+
+def versions_of(design_id: uuid.UUID) -> Select[DesignVersion]:
+    return (
+        select(DesignVersion)
+        .options(
+            defer(DesignVersion.inspection, raiseload=True),
+            defer(DesignVersion.inspection_error, raiseload=True),
+        )
+        .where(DesignVersion.design_id == design_id)
+    )
+
+
+async def next_version_number(session: AsyncSession, design_id: uuid.UUID) -> int:
+    """Counted up in the design row itself: two writers serialize on that row."""
+    number = await session.scalar(
+        update(Design)
+        .where(Design.id == design_id)
+        .values(version_count=Design.version_count + 1)
+        .returning(Design.version_count)
+    )
+    return int(number or 1)
+
+
+async def blob_in_use(session: AsyncSession, sha256: str) -> bool:
+    from tezgah.uploads.models import Upload
+
+    version = select(DesignVersion.id).where(
+        or_(DesignVersion.sha256 == sha256, DesignVersion.thumbnail_sha256 == sha256)
+    )
+    upload = select(Upload.id).where(Upload.sha256 == sha256)
+    return bool(await session.scalar(select(or_(exists(version), exists(upload)))))
+
+
+async def blobs_of_design(session: AsyncSession, design_id: uuid.UUID) -> set[str]:
+    rows = await session.execute(
+        select(DesignVersion.sha256, DesignVersion.thumbnail_sha256).where(
+            DesignVersion.design_id == design_id
+        )
+    )
+    found: set[str] = set()
+    for sha256, thumbnail in rows.all():
+        found.add(sha256)
+        if thumbnail:
+            found.add(thumbnail)
+    return found
+
+
+# Categories ------------------------------------------------------------------------------------
+
+
+async def all_categories(session: AsyncSession) -> list[Category]:
+    rows = await session.scalars(select(Category).order_by(Category.position, Category.slug))
+    return list(rows.all())
+
+
+async def category_by_id(session: AsyncSession, category_id: uuid.UUID) -> Category | None:
+    return await session.get(Category, category_id)
+
+
+async def category_slug_exists(
+    session: AsyncSession, slug: str, *, other_than: uuid.UUID | None
+) -> bool:
+    statement = select(Category.id).where(Category.slug == slug)
+    if other_than is not None:
+        statement = statement.where(Category.id != other_than)
+    return (await session.scalar(statement.limit(1))) is not None
+
+
+async def existing_category_ids(
+    session: AsyncSession, category_ids: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    if not category_ids:
+        return set()
+    rows = await session.scalars(select(Category.id).where(Category.id.in_(category_ids)))
+    return set(rows.all())
+
+
+async def has_children(session: AsyncSession, category_id: uuid.UUID) -> bool:
+    found = await session.scalar(
+        select(Category.id).where(Category.parent_id == category_id).limit(1)
+    )
+    return found is not None
+
+
+async def ancestors(session: AsyncSession, category_id: uuid.UUID) -> set[uuid.UUID]:
+    """The category and everything above it."""
+    tree = select(Category.id, Category.parent_id).where(Category.id == category_id)
+    up = tree.cte("ancestors", recursive=True)
+    up = up.union_all(select(Category.id, Category.parent_id).where(Category.id == up.c.parent_id))
+    rows = await session.scalars(select(up.c.id))
+    return set(rows.all())
+
+
+# Reviews ---------------------------------------------------------------------------------------
+
+
+async def review_of(
+    session: AsyncSession, design_id: uuid.UUID, review_id: uuid.UUID
+) -> Review | None:
+    review = await session.get(Review, review_id)
+    return review if review is not None and review.design_id == design_id else None
+
+
+async def review_by_author(
+    session: AsyncSession, design_id: uuid.UUID, user_id: uuid.UUID
+) -> Review | None:
+    return await session.scalar(
+        select(Review).where(Review.design_id == design_id, Review.user_id == user_id)
+    )
+
+
+def reviews_of(design_id: uuid.UUID) -> Select[Review]:
+    return select(Review).where(Review.design_id == design_id)
+
+
+async def move_rating(
+    session: AsyncSession, design_id: uuid.UUID, *, count: int, total: int
+) -> None:
+    """Move a design's rating count and sum, and the average with them, in one statement:
+    concurrent reviews cannot lose each other's update."""
+    new_count = Design.rating_count + count
+    new_sum = Design.rating_sum + total
+    average: Any = func.coalesce((new_sum * 1.0) / func.nullif(new_count, 0), literal_column("0.0"))
+    await session.execute(
+        update(Design)
+        .where(Design.id == design_id)
+        .values(rating_count=new_count, rating_sum=new_sum, rating_avg=average)
+        .execution_options(synchronize_session=False)
+    )
+
+
+# Share links -----------------------------------------------------------------------------------
+
+
+def share_links_of(design_id: uuid.UUID) -> Select[ShareLink]:
+    return select(ShareLink).where(ShareLink.design_id == design_id)
+
+
+async def share_link_of(
+    session: AsyncSession, design_id: uuid.UUID, link_id: uuid.UUID
+) -> ShareLink | None:
+    link = await session.get(ShareLink, link_id)
+    return link if link is not None and link.design_id == design_id else None
+
+
+async def share_link_by_hash(session: AsyncSession, token_hash: str) -> ShareLink | None:
+    return await session.scalar(select(ShareLink).where(ShareLink.token_hash == token_hash))
+
+
+async def review_reported_by(
+    session: AsyncSession, review_id: uuid.UUID, user_id: uuid.UUID
+) -> bool:
+    found = await session.scalar(
+        select(ReviewReport.id).where(
+            ReviewReport.review_id == review_id, ReviewReport.user_id == user_id
+        )
+    )
+    return found is not None
