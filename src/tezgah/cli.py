@@ -163,6 +163,34 @@ def users_set_superuser(
 
 
 @app.command()
+def maintenance() -> None:
+    """Housekeeping once: expired uploads, designs past the trash window, unused files."""
+    from tezgah import maintenance as housekeeping
+    from tezgah.core.db import Database
+    from tezgah.core.resources import build_blob_store
+    from tezgah.core.storage_s3 import S3BlobStore
+
+    async def run() -> housekeeping.MaintenanceReport:
+        settings = get_settings()
+        database = Database(settings)
+        blobs = build_blob_store(settings)
+        if isinstance(blobs, S3BlobStore):
+            await blobs.open()
+        try:
+            return await housekeeping.run_once(settings, database, blobs)
+        finally:
+            if isinstance(blobs, S3BlobStore):
+                await blobs.close()
+            await database.dispose()
+
+    report = asyncio.run(run())
+    typer.echo(
+        f"expired uploads removed: {report.expired_uploads}; files of purged designs: "
+        f"{report.freed_blobs} ({report.deleted_blobs} deleted, the rest still in use)"
+    )
+
+
+@app.command()
 def doctor() -> None:
     """Check configuration and dependencies; exit 1 when something required fails."""
     from tezgah.core.doctor import Status, render, run_checks

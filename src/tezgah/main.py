@@ -12,7 +12,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import HTMLResponse
 
-from tezgah import __version__
+from tezgah import __version__, maintenance
 from tezgah.api import API_PREFIX, mount_routers
 from tezgah.auth.kit import AuthKit
 from tezgah.core.config import Settings, get_settings
@@ -35,6 +35,9 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
         app.state.resources = resources
         app.state.auth = AuthKit.build(settings, resources.database, resources.cache)
         app.state.auth.mail.start()
+        housekeeping = maintenance.start(
+            settings, resources.database, resources.blobs, resources.cache
+        )
         if getattr(app.state, "tracing", False):
             from tezgah.core.tracing import instrument_engine
 
@@ -43,6 +46,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
         try:
             yield
         finally:
+            await maintenance.stop(housekeeping)
             await app.state.auth.mail.stop()
             app.state.auth.close()
             await resources.close()

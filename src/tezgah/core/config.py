@@ -151,6 +151,9 @@ class Settings(BaseSettings):
     upload_max_bytes: int = Field(default=2 * 1024**3, ge=1)
     upload_quota_bytes: int = Field(default=20 * 1024**3, ge=1)
     upload_expiry_seconds: int = Field(default=86_400, ge=1)
+    # Housekeeping (expired uploads, designs past the trash window, unused blobs): how often
+    # each server process looks for due work; 0 turns it off (run `tezgah maintenance` instead).
+    maintenance_interval_seconds: int = Field(default=3600, ge=0)
 
     freecad_command: Path = Path("/usr/lib/freecad/bin/freecadcmd-python3")
     freecad_lib_dir: Path = Path("/usr/lib/freecad/lib")
