@@ -63,12 +63,13 @@ async def run_periodically(
 ) -> None:
     interval = settings.maintenance_interval_seconds
     while True:
+        # Wait first: a process that starts does not add work to its own start-up.
+        await asyncio.sleep(interval)
         try:
             if await _our_turn(cache, interval):
                 await run_once(settings, database, blobs)
-        except Exception:
+        except Exception:  # housekeeping must never stop the server
             log.exception("maintenance_failed")
-        await asyncio.sleep(interval)
 
 
 def start(
