@@ -213,6 +213,9 @@ async def list_designs(
         content = await build()
         answer = conditional_json(request, content)
     set_link_header(request, answer, content.get("next_cursor"))
+    # A shared cache may keep the anonymous page: never hand it to someone signed in, nor in
+    # the other language.
+    answer.headers["Vary"] = "Accept-Language, Authorization, Cookie, X-API-Key"
     return answer
 
 
