@@ -110,6 +110,22 @@ class Cache:
     async def invalidate_namespace(self, namespace: str) -> None:
         await self.backend.incr(f"ns:{namespace}")
 
+    async def get_or_set_bytes(
+        self,
+        namespace: str,
+        key: str,
+        factory: Callable[[], Awaitable[bytes]],
+        ttl: float | None = None,
+    ) -> bytes:
+        """Like :meth:`get_or_set_json` for a value that is already bytes."""
+        full_key = await self.namespaced_key(namespace, key)
+        cached = await self.get(full_key)
+        if cached is not None:
+            return cached
+        value = await factory()
+        await self.set(full_key, value, ttl)
+        return value
+
     async def get_or_set_json(
         self,
         namespace: str,

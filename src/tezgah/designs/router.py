@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request, Response, status
-from fastapi.encoders import jsonable_encoder
 from pydantic import ValidationError
 
 from tezgah.auth.dependencies import (
@@ -22,7 +21,7 @@ from tezgah.auth.permissions import Permission
 from tezgah.core.config import Settings
 from tezgah.core.db import SessionDep
 from tezgah.core.errors import ValidationFailed
-from tezgah.core.http_cache import conditional_json
+from tezgah.core.http_cache import conditional_body, conditional_json
 from tezgah.core.i18n import get_language
 from tezgah.core.idempotency import IdempotencyDep
 from tezgah.core.pagination import Page, Sorting, paginate_request, set_link_header
@@ -192,27 +191,27 @@ async def list_designs(
     cache: CacheDep,
     filters: Annotated[ListFilters, Depends()],
 ) -> Response:
-    async def build() -> dict[str, Any]:
+    async def build() -> bytes:
         statement = repository.filtered_designs(
             service.viewer_of(principal), filters.value, session.get_bind().dialect.name
         )
         page = await paginate_request(request, response, session, statement, params, DESIGN_SORTING)
         items = await service.list_items(session, page.items)
-        content: dict[str, Any] = jsonable_encoder(
-            Page[DesignListItem](items=items, next_cursor=page.next_cursor)
-        )
-        return content
+        body = Page[DesignListItem](items=items, next_cursor=page.next_cursor).model_dump_json()
+        # The cursor rides in front of the body, so a cached page can still set its Link.
+        return (page.next_cursor or "").encode() + b"\n" + body.encode()
 
     if principal is None:
         key = f"{get_language()}:{request.url.query}"
-        content = await cache.get_or_set_json(
+        cached = await cache.get_or_set_bytes(
             service.PUBLIC_LIST_NAMESPACE, key, build, ttl=PUBLIC_LIST_TTL
         )
-        answer = conditional_json(request, content, cache_control="public, no-cache")
+        cache_control = "public, no-cache"
     else:
-        content = await build()
-        answer = conditional_json(request, content)
-    set_link_header(request, answer, content.get("next_cursor"))
+        cached, cache_control = await build(), "private, no-cache"
+    cursor, _, body = cached.partition(b"\n")
+    answer = conditional_body(request, body, cache_control=cache_control)
+    set_link_header(request, answer, cursor.decode() or None)
     # A shared cache may keep the anonymous page: never hand it to someone signed in, nor in
     # the other language.
     answer.headers["Vary"] = "Accept-Language, Authorization, Cookie, X-API-Key"
