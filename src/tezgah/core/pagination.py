@@ -176,18 +176,47 @@ async def paginate(
     codec: CursorCodec,
 ) -> Page[Any]:
     """One page of ORM rows from ``statement`` (which selects a single entity)."""
+    keys, statement = _page_statement(statement, params, sorting, codec)
+    rows = list((await session.scalars(statement)).all())
+    return _page_of(rows, rows, keys, params, codec)
+
+
+async def paginate_rows(
+    session: AsyncSession,
+    statement: Select[Any],
+    params: PageParams,
+    sorting: Sorting,
+    codec: CursorCodec,
+) -> Page[Any]:
+    """Like :func:`paginate` for a statement whose rows carry more than the entity: the entity
+    (whose columns the sort uses) comes first, and the items are the whole rows."""
+    keys, statement = _page_statement(statement, params, sorting, codec)
+    rows = list((await session.execute(statement)).all())
+    return _page_of(rows, [row[0] for row in rows], keys, params, codec)
+
+
+def _page_statement(
+    statement: Select[Any], params: PageParams, sorting: Sorting, codec: CursorCodec
+) -> tuple[list[SortKey], Select[Any]]:
     keys = sorting.parse(params.sort)
     if params.cursor:
         statement = statement.where(keyset_condition(keys, codec.decode(params.cursor, keys)))
-    statement = statement.order_by(*order_by(keys)).limit(params.limit + 1)
-    rows = list((await session.scalars(statement)).all())
+    return keys, statement.order_by(*order_by(keys)).limit(params.limit + 1)
+
+
+def _page_of(
+    rows: list[Any],
+    entities: list[Any],
+    keys: Sequence[SortKey],
+    params: PageParams,
+    codec: CursorCodec,
+) -> Page[Any]:
     has_more = len(rows) > params.limit
-    rows = rows[: params.limit]
     next_cursor = None
-    if has_more and rows:
-        last = rows[-1]
+    if has_more:
+        last = entities[params.limit - 1]
         next_cursor = codec.encode(keys, [getattr(last, key.column.key) for key in keys])
-    return Page[Any](items=rows, next_cursor=next_cursor)
+    return Page[Any](items=rows[: params.limit], next_cursor=next_cursor)
 
 
 def set_link_header(request: Request, response: Response, next_cursor: str | None) -> None:
@@ -205,9 +234,13 @@ async def paginate_request(
     statement: Select[Any],
     params: PageParams,
     sorting: Sorting,
+    *,
+    whole_rows: bool = False,
 ) -> Page[Any]:
-    """One page for a list endpoint: the app's cursor codec, and the ``Link`` header set."""
+    """One page for a list endpoint: the app's cursor codec, and the ``Link`` header set.
+    ``whole_rows``: see :func:`paginate_rows`."""
     codec: CursorCodec = request.app.state.resources.cursors
-    page = await paginate(session, statement, params, sorting, codec)
+    pager = paginate_rows if whole_rows else paginate
+    page = await pager(session, statement, params, sorting, codec)
     set_link_header(request, response, page.next_cursor)
     return page

@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Select,
+    Text,
+    cast,
     delete,
     exists,
     func,
@@ -40,6 +42,14 @@ from tezgah.designs.models import (
 
 SEARCH_TERM = re.compile(r"\w+", re.UNICODE)
 MAX_SEARCH_TERMS = 8
+# The databases fold I to i (never to dotless ı) and keep ı apart from i, so "ışık" would not
+# find "Işık" nor "IŞIK": every Turkish I goes to plain i in the stored text and in queries.
+_SEARCH_FOLD = str.maketrans({"I": "i", "İ": "i", "ı": "i"})
+
+
+def search_fold(text: str) -> str:
+    """Text as the full-text index holds it (and queries compare): Turkish I's as i."""
+    return text.translate(_SEARCH_FOLD)
 
 
 @dataclass(frozen=True)
@@ -116,7 +126,7 @@ def category_subtree(category_id: uuid.UUID) -> Select[uuid.UUID]:
 
 def search_condition(dialect: str, query: str) -> ColumnElement[bool] | None:
     """Full-text match on name, description and tags: every word, as a prefix."""
-    terms = SEARCH_TERM.findall(query)[:MAX_SEARCH_TERMS]
+    terms = SEARCH_TERM.findall(search_fold(query))[:MAX_SEARCH_TERMS]
     if not terms:
         return None
     if dialect == "postgresql":
@@ -130,16 +140,61 @@ def search_condition(dialect: str, query: str) -> ColumnElement[bool] | None:
     return Design.id.in_(matching.columns(design_id=Design.id.type))
 
 
-def filtered_designs(viewer: Viewer, filters: DesignFilters, dialect: str) -> Select[Design]:
-    """The list's query before sorting and paging. Heavy columns stay unloaded."""
-    statement = (
-        select(Design)
-        .options(
-            defer(Design.description, raiseload=True), defer(Design.search_text, raiseload=True)
-        )
-        .where(Design.deleted_at.is_(None), visible_to(viewer, listed=True))
+def filtered_designs(viewer: Viewer, filters: DesignFilters, dialect: str) -> Select[Any]:
+    """The list's query before sorting and paging: rows of :func:`design_rows`."""
+    statement = design_rows(dialect).where(
+        Design.deleted_at.is_(None), visible_to(viewer, listed=True)
     )
     return statement.where(*_filter_conditions(filters, dialect))
+
+
+def design_rows(dialect: str) -> Select[Any]:
+    """Everything a list item shows, in one statement: the design (heavy columns left out), its
+    current version and that version's author's name (outer joins), and its tags and categories
+    aggregated per row."""
+    return (
+        select(
+            Design,
+            DesignVersion,
+            User.display_name,
+            _tags_column(dialect),
+            _categories_column(dialect),
+        )
+        .outerjoin(DesignVersion, DesignVersion.id == Design.current_version_id)
+        .outerjoin(User, User.id == DesignVersion.author_id)
+        .options(
+            defer(Design.description, raiseload=True),
+            defer(Design.search_text, raiseload=True),
+            defer(DesignVersion.inspection, raiseload=True),
+            defer(DesignVersion.inspection_error, raiseload=True),
+        )
+    )
+
+
+def _tags_column(dialect: str) -> Any:
+    """Comma-joined tags (a tag cannot hold a comma)."""
+    joined = (
+        func.string_agg(DesignTag.tag, literal_column("','"))
+        if dialect == "postgresql"
+        else func.group_concat(DesignTag.tag, ",")
+    )
+    return select(joined).where(DesignTag.design_id == Design.id).scalar_subquery()
+
+
+def _categories_column(dialect: str) -> Any:
+    """The design's categories as a JSON array of ``[id, slug, name_en, name_tr, position]``."""
+    fields = (Category.id, Category.slug, Category.name_en, Category.name_tr, Category.position)
+    if dialect == "postgresql":
+        aggregated: Any = cast(func.json_agg(func.json_build_array(*fields)), Text)
+    else:
+        aggregated = func.json_group_array(func.json_array(*fields))
+    return (
+        select(aggregated)
+        .select_from(DesignCategory)
+        .join(Category, Category.id == DesignCategory.category_id)
+        .where(DesignCategory.design_id == Design.id)
+        .scalar_subquery()
+    )
 
 
 def _filter_conditions(filters: DesignFilters, dialect: str) -> list[ColumnElement[bool]]:
@@ -164,12 +219,8 @@ def _filter_conditions(filters: DesignFilters, dialect: str) -> list[ColumnEleme
         in_tree = DesignCategory.category_id.in_(category_subtree(filters.category_id))
         conditions.append(exists().where(DesignCategory.design_id == Design.id, in_tree))
     if filters.format is not None:
-        conditions.append(
-            exists().where(
-                DesignVersion.id == Design.current_version_id,
-                DesignVersion.format == filters.format,
-            )
-        )
+        # The current version is joined in by design_rows.
+        conditions.append(DesignVersion.format == filters.format)
     if filters.q:
         matched = search_condition(dialect, filters.q)
         if matched is not None:
@@ -191,22 +242,6 @@ async def purgeable_designs(
 
 
 # What a page of designs shows ------------------------------------------------------------------
-
-
-async def version_summaries(
-    session: AsyncSession, version_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, DesignVersion]:
-    if not version_ids:
-        return {}
-    rows = await session.scalars(
-        select(DesignVersion)
-        .options(
-            defer(DesignVersion.inspection, raiseload=True),
-            defer(DesignVersion.inspection_error, raiseload=True),
-        )
-        .where(DesignVersion.id.in_(version_ids))
-    )
-    return {version.id: version for version in rows.all()}
 
 
 async def categories_of(

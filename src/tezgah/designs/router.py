@@ -195,8 +195,10 @@ async def list_designs(
         statement = repository.filtered_designs(
             service.viewer_of(principal), filters.value, session.get_bind().dialect.name
         )
-        page = await paginate_request(request, response, session, statement, params, DESIGN_SORTING)
-        items = await service.list_items(session, page.items)
+        page = await paginate_request(
+            request, response, session, statement, params, DESIGN_SORTING, whole_rows=True
+        )
+        items = service.items_from_rows(page.items)
         body = Page[DesignListItem](items=items, next_cursor=page.next_cursor).model_dump_json()
         # The cursor rides in front of the body, so a cached page can still set its Link.
         return (page.next_cursor or "").encode() + b"\n" + body.encode()

@@ -14,7 +14,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+import orjson
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tezgah.auth.dependencies import Principal, resolve_workspace_access
@@ -165,7 +168,7 @@ async def unique_slug(session: AsyncSession, workspace_id: uuid.UUID, name: str)
 
 
 def search_text(name: str, description: str, tags: Iterable[str]) -> str:
-    return "\n".join((name, description, " ".join(tags)))
+    return repository.search_fold("\n".join((name, description, " ".join(tags))))
 
 
 async def _checked_categories(
@@ -359,36 +362,51 @@ def rating_summary(design: Design) -> RatingSummary:
 
 
 async def list_items(session: AsyncSession, designs: Sequence[Design]) -> list[DesignListItem]:
-    """Everything a list shows for these designs, in a fixed number of statements."""
-    ids = [design.id for design in designs]
-    version_ids = [d.current_version_id for d in designs if d.current_version_id is not None]
-    versions = await repository.version_summaries(session, version_ids)
-    categories = await repository.categories_of(session, ids)
-    tags = await repository.tags_of(session, ids)
-    authors = {v.author_id for v in versions.values() if v.author_id is not None}
-    names = await repository.people(session, authors)
-    items = []
-    for design in designs:
-        version = versions.get(design.current_version_id) if design.current_version_id else None
-        items.append(
-            DesignListItem(
-                id=design.id,
-                workspace_id=design.workspace_id,
-                slug=design.slug,
-                name=design.name,
-                visibility=Visibility(design.visibility),
-                license=design.license,
-                tags=tags[design.id],
-                categories=[category_ref(c) for c in categories[design.id]],
-                rating=rating_summary(design),
-                current_version=version_summary(version, names) if version else None,
-                thumbnail_url=thumbnail_url(design, version),
-                remixed_from_id=design.remixed_from_id,
-                created_at=design.created_at,
-                updated_at=design.updated_at,
-            )
+    """List items for designs already loaded (one design's view, a trash page): one statement."""
+    if not designs:
+        return []
+    dialect = session.get_bind().dialect.name
+    statement = repository.design_rows(dialect).where(Design.id.in_([d.id for d in designs]))
+    rows = {row[0].id: row for row in (await session.execute(statement)).all()}
+    return [item_from_row(rows[design.id]) for design in designs]
+
+
+def items_from_rows(rows: Sequence[Row[Any]]) -> list[DesignListItem]:
+    return [item_from_row(row) for row in rows]
+
+
+def item_from_row(row: Row[Any]) -> DesignListItem:
+    """One row of ``repository.design_rows``: design, current version, its author's name,
+    comma-joined tags, categories as JSON."""
+    design, version, author_name, tags, categories = tuple(row)
+    names = {version.author_id: author_name} if version and version.author_id else {}
+    return DesignListItem(
+        id=design.id,
+        workspace_id=design.workspace_id,
+        slug=design.slug,
+        name=design.name,
+        visibility=Visibility(design.visibility),
+        license=design.license,
+        tags=sorted(tags.split(",")) if tags else [],
+        categories=_category_refs(categories),
+        rating=rating_summary(design),
+        current_version=version_summary(version, names) if version else None,
+        thumbnail_url=thumbnail_url(design, version),
+        remixed_from_id=design.remixed_from_id,
+        created_at=design.created_at,
+        updated_at=design.updated_at,
+    )
+
+
+def _category_refs(aggregated: str | None) -> list[CategoryRef]:
+    entries = sorted(orjson.loads(aggregated or "[]"), key=lambda entry: (entry[4], entry[1]))
+    turkish = get_language() == "tr"
+    return [
+        CategoryRef(
+            id=uuid.UUID(str(entry[0])), slug=entry[1], name=entry[3] if turkish else entry[2]
         )
-    return items
+        for entry in entries
+    ]
 
 
 def description_html(design: Design) -> str:
