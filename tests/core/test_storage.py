@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from tests.core.conftest import S3Server, create_bucket
 from tezgah.core.config import Settings
 from tezgah.core.storage import (
+    FILE_CHUNK_SIZE,
     BlobNotFound,
     BlobStore,
     BlobTooLarge,
@@ -234,7 +235,7 @@ async def test_failing_stream_stores_nothing(store: BlobStore, handle: StoreHand
 
 @pytest.fixture
 async def stored_data(store: BlobStore) -> tuple[str, bytes]:
-    data = generated(600_000, seed=11)  # more than two local read chunks
+    data = generated(600_000, seed=11)
     stored = await store.put(iterate_bytes(data))
     return stored.sha256, data
 
@@ -291,13 +292,12 @@ async def test_unsatisfiable_range_of_a_missing_blob_is_not_found(store: BlobSto
             await read_all(store, missing, start=start, end=end)
 
 
-async def test_read_streams_in_bounded_chunks(
-    store: BlobStore, stored_data: tuple[str, bytes]
-) -> None:
-    sha256, data = stored_data
+async def test_read_streams_in_bounded_chunks(store: BlobStore) -> None:
+    data = generated(2 * FILE_CHUNK_SIZE + 300_000, seed=11)  # more than two local read chunks
+    sha256 = (await store.put(iterate_bytes(data))).sha256
     chunks = [chunk async for chunk in store.read(sha256)]
     assert len(chunks) >= 2
-    assert max(len(chunk) for chunk in chunks) <= 256 * 1024
+    assert max(len(chunk) for chunk in chunks) <= FILE_CHUNK_SIZE
     assert b"".join(chunks) == data
 
 
@@ -561,3 +561,22 @@ async def test_app_not_ready_when_bucket_is_missing(missing_bucket_settings: Set
         assert body["checks"]["database"]["status"] == "ok"
         meta = await client.get("/api/v1/meta")
         assert meta.json()["backends"]["blobs"] == "s3"
+
+
+async def test_adopt_moves_a_local_file_in_and_dedupes(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    data = generated(FILE_CHUNK_SIZE + 10, seed=5)
+    first, second = tmp_path / "a.part", tmp_path / "b.part"
+    first.write_bytes(data)
+    second.write_bytes(data)
+    stored = await store.adopt(first)
+    assert stored == StoredBlob(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    assert not first.exists()  # moved, not copied
+    assert store.path_for(stored.sha256).read_bytes() == data
+    assert await store.adopt(second) == stored  # same content: stored once
+    assert not second.exists()
+    third = tmp_path / "c.part"
+    third.write_bytes(data + b"x")
+    with pytest.raises(BlobTooLarge):
+        await store.adopt(third, max_bytes=len(data))
+    assert third.exists()  # refused: left for its owner
