@@ -42,6 +42,8 @@ schemathesis:
 bench: setup
 	$(BIN)/python -m benchmarks.http_stack
 	$(BIN)/python -m benchmarks.auth_stack
+	$(BIN)/python -m benchmarks.design_list
+	$(BIN)/python -m benchmarks.transfer
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache coverage.xml .coverage
