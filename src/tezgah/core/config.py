@@ -78,6 +78,10 @@ class Settings(BaseSettings):
 
     redis_url: str = ""
     redis_key_prefix: str = "tezgah:"
+    # Connections each process may open to Redis; a request that finds them all busy waits
+    # up to the pool timeout for one instead of failing at once.
+    redis_max_connections: int = Field(default=64, ge=1, le=10_000)
+    redis_pool_timeout: float = Field(default=5.0, gt=0)
 
     storage_dir: Path | None = None
     s3_bucket: str = ""

@@ -12,11 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from fastapi import Request, Response
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from redis.asyncio import ConnectionPool
 
 from tezgah.core.errors import RateLimited
 
@@ -54,9 +56,16 @@ class RateLimiter:
         return cls(MemoryStorage())
 
     @classmethod
-    def redis(cls, redis_url: str, key_prefix: str) -> RateLimiter:
+    def redis(
+        cls, redis_url: str, key_prefix: str, pool: ConnectionPool | None = None
+    ) -> RateLimiter:
+        """Counters in Redis; ``pool``: share the app's connection pool (its waiting policy)."""
         uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
-        return cls(RedisStorage(uri, implementation="redispy", key_prefix=key_prefix + "ratelimit"))
+        options: dict[str, Any] = {} if pool is None else {"connection_pool": pool}
+        storage = RedisStorage(
+            uri, implementation="redispy", key_prefix=key_prefix + "ratelimit", **options
+        )
+        return cls(storage)
 
     async def hit(self, expression: str, *identifiers: str, cost: int = 1) -> RateLimitDecision:
         item = parse_limit(expression)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from tezgah.core import metrics
 from tezgah.core.cache import Cache, MemoryCacheBackend, RedisCacheBackend
@@ -64,13 +64,21 @@ async def open_resources(settings: Settings) -> Resources:
         metrics.instrument_pool(database.engine, settings.database_pool_size)
     redis: Redis | None = None
     if settings.redis_url:
-        redis = Redis.from_url(
-            settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
+        # One waiting pool shared by the cache, the event bus and the rate limiter: under a burst
+        # requests queue for a connection rather than fail ("too many connections").
+        pool = BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            timeout=settings.redis_pool_timeout,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            health_check_interval=30,
         )
+        redis = Redis(connection_pool=pool)
         cache = Cache(
             RedisCacheBackend(redis, settings.redis_key_prefix), settings.cache_default_ttl
         )
-        rate_limiter = RateLimiter.redis(settings.redis_url, settings.redis_key_prefix)
+        rate_limiter = RateLimiter.redis(settings.redis_url, settings.redis_key_prefix, pool)
         events: EventBus = RedisEventBus(redis, settings.redis_key_prefix)
     else:
         cache = Cache(MemoryCacheBackend(), settings.cache_default_ttl)
@@ -89,8 +97,10 @@ async def open_resources(settings: Settings) -> Resources:
     )
     resources._closers.append(database.dispose)
     if redis is not None:
+        # Closed in reverse: the clients first, then the pool they share.
+        resources._closers.append(pool.aclose)
         resources._closers.append(redis.aclose)
-        resources._closers.append(rate_limiter.close)  # limits keeps its own Redis pool
+        resources._closers.append(rate_limiter.close)
     if isinstance(blobs, S3BlobStore):
         await blobs.open()
         resources._closers.append(blobs.close)
