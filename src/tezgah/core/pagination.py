@@ -54,7 +54,7 @@ class PageParams:
     sort: str | None
 
 
-def page_params(
+async def page_params(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")] = DEFAULT_LIMIT,
     cursor: Annotated[
         str | None, Query(max_length=2048, description="`next_cursor` of the previous page.")

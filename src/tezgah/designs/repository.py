@@ -1,5 +1,5 @@
 """Queries of the design hub. Everything a list page shows is loaded in batches keyed by the
-page's design ids, so a page costs the same number of statements whatever its size."""
+the page, so a page costs the same number of statements whatever its size."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -40,7 +41,9 @@ from tezgah.designs.models import (
     ShareLink,
 )
 
-SEARCH_TERM = re.compile(r"\w+", re.UNICODE)
+# Letters and digits: the underscore is punctuation to both full-text engines (a term of
+# underscores alone would match nothing, one with inner underscores would be a phrase).
+SEARCH_TERM = re.compile(r"[^\W_]+", re.UNICODE)
 MAX_SEARCH_TERMS = 8
 # The databases fold I to i (never to dotless ı) and keep ı apart from i, so "ışık" would not
 # find "Işık" nor "IŞIK": every Turkish I goes to plain i in the stored text and in queries.
@@ -55,7 +58,7 @@ def search_fold(text: str) -> str:
 @dataclass(frozen=True)
 class Viewer:
     """Whose list it is: nobody, a person (their workspaces), or an API key (its workspace,
-    when it may read designs)."""
+    when it may read designs and its creator is still a member: ``user_id`` is the creator)."""
 
     user_id: uuid.UUID | None = None
     key_workspace_id: uuid.UUID | None = None
@@ -110,10 +113,12 @@ def visible_to(viewer: Viewer, *, listed: bool) -> ColumnElement[bool]:
     stay out (they are reachable only by their link)."""
     shown = ("public",) if listed else ("public", "unlisted")
     condition: ColumnElement[bool] = Design.visibility.in_(shown)
-    if viewer.key_workspace_id is not None:
-        condition = or_(condition, Design.workspace_id == viewer.key_workspace_id)
-    elif viewer.user_id is not None:
-        condition = or_(condition, Design.workspace_id.in_(member_workspaces(viewer.user_id)))
+    if viewer.user_id is not None:
+        workspaces = member_workspaces(viewer.user_id)
+        if viewer.key_workspace_id is not None:
+            # A key sees its own workspace, and only while its creator is a member there.
+            workspaces = workspaces.where(Membership.workspace_id == viewer.key_workspace_id)
+        condition = or_(condition, Design.workspace_id.in_(workspaces))
     return condition
 
 
@@ -148,6 +153,7 @@ def filtered_designs(viewer: Viewer, filters: DesignFilters, dialect: str) -> Se
     return statement.where(*_filter_conditions(filters, dialect))
 
 
+@lru_cache(maxsize=4)
 def design_rows(dialect: str) -> Select[Any]:
     """Everything a list item shows, in one statement: the design (heavy columns left out), its
     current version and that version's author's name (outer joins), and its tags and categories

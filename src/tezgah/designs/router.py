@@ -21,7 +21,7 @@ from tezgah.auth.permissions import Permission
 from tezgah.core.config import Settings
 from tezgah.core.db import SessionDep
 from tezgah.core.errors import ValidationFailed
-from tezgah.core.http_cache import conditional_body, conditional_json
+from tezgah.core.http_cache import conditional_body
 from tezgah.core.i18n import get_language
 from tezgah.core.idempotency import IdempotencyDep
 from tezgah.core.pagination import Page, Sorting, paginate_request, set_link_header
@@ -79,12 +79,12 @@ PUBLIC_LIST_TTL = 60.0
 CanWriteWorkspace = Annotated[WorkspaceAccess, Depends(require(Permission.designs_write))]
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.resources.settings
     return settings
 
 
-def _blobs(request: Request) -> BlobStore:
+async def _blobs(request: Request) -> BlobStore:
     blobs: BlobStore = request.app.state.resources.blobs
     return blobs
 
@@ -131,47 +131,42 @@ async def design_out(session: SessionDep, access: DesignAccess) -> DesignOut:
 # The list --------------------------------------------------------------------------------------
 
 
-class ListFilters:
+async def list_filters(
+    workspace_id: Annotated[uuid.UUID | None, Query()] = None,
+    category_id: Annotated[
+        uuid.UUID | None, Query(description="Includes its subcategories.")
+    ] = None,
+    tag: Annotated[str | None, Query(min_length=1, max_length=40)] = None,
+    format: Annotated[FileFormat | None, Query(description="Of the current version.")] = None,
+    min_rating: Annotated[float | None, Query(ge=0, le=5)] = None,
+    visibility: Annotated[Visibility | None, Query()] = None,
+    author_id: Annotated[uuid.UUID | None, Query()] = None,
+    created_after: Annotated[datetime | None, Query()] = None,
+    created_before: Annotated[datetime | None, Query()] = None,
+    q: Annotated[
+        str | None, Query(max_length=200, description="Words in name, description, tags.")
+    ] = None,
+) -> DesignFilters:
     """The list's filters, as plain query parameters."""
-
-    def __init__(
-        self,
-        workspace_id: Annotated[uuid.UUID | None, Query()] = None,
-        category_id: Annotated[
-            uuid.UUID | None, Query(description="Includes its subcategories.")
-        ] = None,
-        tag: Annotated[str | None, Query(min_length=1, max_length=40)] = None,
-        format: Annotated[FileFormat | None, Query(description="Of the current version.")] = None,
-        min_rating: Annotated[float | None, Query(ge=0, le=5)] = None,
-        visibility: Annotated[Visibility | None, Query()] = None,
-        author_id: Annotated[uuid.UUID | None, Query()] = None,
-        created_after: Annotated[datetime | None, Query()] = None,
-        created_before: Annotated[datetime | None, Query()] = None,
-        q: Annotated[
-            str | None, Query(max_length=200, description="Words in name, description, tags.")
-        ] = None,
-    ) -> None:
-        for moment in (created_after, created_before):
-            if moment is not None and moment.tzinfo is None:
-                raise ValidationFailed(
-                    field_errors={
-                        "created_after" if moment is created_after else "created_before": []
-                    }
-                )
-        self.value = service.list_filters(
-            DesignFilters(
-                workspace_id=workspace_id,
-                category_id=category_id,
-                tag=tag,
-                format=format.value if format else None,
-                min_rating=min_rating,
-                visibility=visibility.value if visibility else None,
-                author_id=author_id,
-                created_after=created_after,
-                created_before=created_before,
-                q=q,
+    for moment in (created_after, created_before):
+        if moment is not None and moment.tzinfo is None:
+            raise ValidationFailed(
+                field_errors={"created_after" if moment is created_after else "created_before": []}
             )
+    return service.list_filters(
+        DesignFilters(
+            workspace_id=workspace_id,
+            category_id=category_id,
+            tag=tag,
+            format=format.value if format else None,
+            min_rating=min_rating,
+            visibility=visibility.value if visibility else None,
+            author_id=author_id,
+            created_after=created_after,
+            created_before=created_before,
+            q=q,
         )
+    )
 
 
 @router.get(
@@ -189,11 +184,11 @@ async def list_designs(
     principal: OptionalPrincipal,
     params: PageDep,
     cache: CacheDep,
-    filters: Annotated[ListFilters, Depends()],
+    filters: Annotated[DesignFilters, Depends(list_filters)],
 ) -> Response:
     async def build() -> bytes:
         statement = repository.filtered_designs(
-            service.viewer_of(principal), filters.value, session.get_bind().dialect.name
+            service.viewer_of(principal), filters, session.get_bind().dialect.name
         )
         page = await paginate_request(
             request, response, session, statement, params, DESIGN_SORTING, whole_rows=True
@@ -249,7 +244,8 @@ async def create_design(
     summary="A design, with its current version and that version's inspection",
 )
 async def get_design(request: Request, access: Readable, session: SessionDep) -> Response:
-    return conditional_json(request, await design_out(session, access))
+    out = await design_out(session, access)
+    return conditional_body(request, out.model_dump_json().encode())
 
 
 @router.patch("/designs/{design_id}", response_model=DesignOut, summary="Change a design")
@@ -477,7 +473,8 @@ async def get_version(
     request: Request, version_id: uuid.UUID, access: Readable, session: SessionDep
 ) -> Response:
     version = await versions.version_of(session, access.design, version_id)
-    return conditional_json(request, await versions.version_out(session, access.design, version))
+    out = await versions.version_out(session, access.design, version)
+    return conditional_body(request, out.model_dump_json().encode())
 
 
 @router.post(
