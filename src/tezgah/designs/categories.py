@@ -86,7 +86,8 @@ async def update(
         item.parent_id = data.parent_id
     for field in ("slug", "name_en", "name_tr", "position"):
         if changes.get(field) is not None:
-            setattr(item, field, changes[field])
+            value = changes[field]
+            setattr(item, field, value.strip() if field.startswith("name_") else value)
     await session.flush()
     invalidate_lists(session, cache)
     return item

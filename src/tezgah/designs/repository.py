@@ -1,5 +1,5 @@
-"""Queries of the design hub. Everything a list page shows is loaded in batches keyed by the
-the page, so a page costs the same number of statements whatever its size."""
+"""Queries of the design hub. Everything a list page shows comes from one statement (joins and
+per-row aggregates), so a page costs the same number of statements whatever its size."""
 
 from __future__ import annotations
 

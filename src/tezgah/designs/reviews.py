@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import CursorResult, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tezgah.auth.models import User
 from tezgah.core.cache import Cache
 from tezgah.core.db import utcnow
+from tezgah.core.errors import Conflict
+from tezgah.core.i18n import N_
 from tezgah.designs import repository
 from tezgah.designs.exceptions import (
     AlreadyReplied,
@@ -50,6 +53,8 @@ async def write(
         await session.flush()
         await repository.move_rating(session, design_id, count=1, total=data.rating)
     else:
+        if not await _lock(session, review):
+            raise Conflict(message=N_("The resource was changed by another request. Try again."))
         await repository.move_rating(session, design_id, count=0, total=data.rating - review.rating)
         review.rating = data.rating
         review.updated_at = utcnow()
@@ -64,9 +69,27 @@ async def delete(
     """The author takes their review back; a superuser removes one (moderation)."""
     if review.user_id != user.id and not user.is_superuser:
         raise NotReviewAuthor()
+    if not await _lock(session, review):
+        raise ReviewNotFound()  # deleted by a concurrent request
     await repository.move_rating(session, access.design.id, count=-1, total=-review.rating)
     await session.delete(review)
     invalidate_lists(session, cache)
+
+
+async def _lock(session: AsyncSession, review: Review) -> bool:
+    """Hold the review's row (a concurrent change of the same review waits here) and read its
+    rating again: the design's rating sum then moves by what the review really held, and the
+    review is always locked before the design (no deadlock). False if it is gone."""
+    locked = await session.execute(
+        update(Review)
+        .where(Review.id == review.id)
+        .values(rating=Review.rating)
+        .execution_options(synchronize_session=False)
+    )
+    if cast(CursorResult[Any], locked).rowcount != 1:
+        return False
+    await session.refresh(review, ["rating"])
+    return True
 
 
 def reply(review: Review, user: User, body: str) -> Review:

@@ -75,8 +75,11 @@ def viewer_of(principal: Principal | None) -> Viewer:
         return Viewer()
     key = principal.api_key
     if key is not None:
-        readable = Permission.designs_read.value in key.scopes
-        return Viewer(key_workspace_id=key.workspace_id if readable else uuid.uuid4())
+        if Permission.designs_read.value not in key.scopes:
+            return Viewer()
+        # Like the key's other access, bounded by its creator's membership (a key never
+        # exceeds its creator's current role; every role reads designs).
+        return Viewer(user_id=principal.user.id, key_workspace_id=key.workspace_id)
     return Viewer(user_id=principal.user.id)
 
 
@@ -237,6 +240,8 @@ async def update(
         session, design.workspace_id, changes["slug"], other_than=design.id
     ):
         raise SlugTaken(params={"slug": changes["slug"]})
+    if data.name is not None:
+        changes["name"] = data.name.strip()  # as on create
     for field in ("name", "slug", "description", "license", "material_hints"):
         if field in changes and (changes[field] is not None or field == "license"):
             setattr(design, field, changes[field])
@@ -280,7 +285,7 @@ async def remix(
     workspace_id = await writable_workspace(session, principal, data.workspace_id)
     source_tags = (await repository.tags_of(session, [source.id]))[source.id]
     source_categories = (await repository.categories_of(session, [source.id]))[source.id]
-    name = data.name or source.name
+    name = (data.name or source.name).strip()
     copy = Design(
         id=uuid.uuid4(),
         workspace_id=workspace_id,

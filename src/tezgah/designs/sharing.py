@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -46,7 +46,11 @@ def shared_url(token: str) -> str:
 async def create(
     session: AsyncSession, kit: AuthKit, access: DesignAccess, user: User, data: ShareLinkIn
 ) -> ShareLinkCreated:
-    if data.expires_at is not None and data.expires_at <= utcnow():
+    expires_at = data.expires_at
+    if expires_at is not None and expires_at.tzinfo is None:
+        # Documented as UTC (like API keys); a naive value would not compare with an aware one.
+        expires_at = expires_at.replace(tzinfo=UTC)
+    if expires_at is not None and expires_at <= utcnow():
         raise ExpiryInPast(field_errors={"expires_at": []})
     token = TOKEN_PREFIX + secrets.token_urlsafe(24)
     link = ShareLink(
@@ -59,7 +63,7 @@ async def create(
         can_download=data.can_download,
         pin_hash=await kit.passwords.hash(data.pin) if data.pin else None,
         created_at=utcnow(),
-        expires_at=data.expires_at,
+        expires_at=expires_at,
     )
     session.add(link)
     await session.flush()

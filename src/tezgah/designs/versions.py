@@ -17,11 +17,13 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import anyio
 import anyio.to_thread
+from sqlalchemy import CursorResult, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from tezgah.auth.dependencies import Principal
 from tezgah.core.config import Settings
@@ -269,9 +271,24 @@ async def _add(
     )
     session.add(version)
     await session.flush()
-    upload.design_version_id = version.id
+    await _claim(session, upload, version)
     _make_current(design, version)
     return version
+
+
+async def _claim(session: AsyncSession, upload: Upload, version: DesignVersion) -> None:
+    """Link the upload to its version, if no concurrent request did first: the condition is
+    checked by the database row by row, so of two requests attaching one upload, one wins and
+    the other is refused (and rolled back), on both databases."""
+    claimed = await session.execute(
+        update(Upload)
+        .where(Upload.id == upload.id, Upload.design_version_id.is_(None))
+        .values(design_version_id=version.id)
+        .execution_options(synchronize_session=False)
+    )
+    if cast(CursorResult[Any], claimed).rowcount != 1:
+        raise UploadAlreadyUsed()
+    set_committed_value(upload, "design_version_id", version.id)
 
 
 def _make_current(design: Design, version: DesignVersion) -> None:
