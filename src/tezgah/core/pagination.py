@@ -188,11 +188,11 @@ async def paginate_rows(
     sorting: Sorting,
     codec: CursorCodec,
 ) -> Page[Any]:
-    """Like :func:`paginate` for a statement whose rows carry more than the entity: the entity
-    (whose columns the sort uses) comes first, and the items are the whole rows."""
+    """Like :func:`paginate` for a statement of plain columns: the items are the rows, which
+    must carry the sort columns under their own names (the cursor reads them from there)."""
     keys, statement = _page_statement(statement, params, sorting, codec)
     rows = list((await session.execute(statement)).all())
-    return _page_of(rows, [row[0] for row in rows], keys, params, codec)
+    return _page_of(rows, rows, keys, params, codec)
 
 
 def _page_statement(

@@ -153,28 +153,53 @@ def filtered_designs(viewer: Viewer, filters: DesignFilters, dialect: str) -> Se
     return statement.where(*_filter_conditions(filters, dialect))
 
 
+# Current-version columns of a list row, by the name they carry in the row.
+VERSION_COLUMNS = {
+    "v_id": DesignVersion.id,
+    "v_number": DesignVersion.number,
+    "v_message": DesignVersion.message,
+    "v_filename": DesignVersion.filename,
+    "v_size": DesignVersion.size,
+    "v_sha256": DesignVersion.sha256,
+    "v_format": DesignVersion.format,
+    "v_media_type": DesignVersion.media_type,
+    "v_inspection_status": DesignVersion.inspection_status,
+    "v_created_at": DesignVersion.created_at,
+    "v_author_id": DesignVersion.author_id,
+    "v_thumbnail_sha256": DesignVersion.thumbnail_sha256,
+}
+
+
 @lru_cache(maxsize=4)
 def design_rows(dialect: str) -> Select[Any]:
-    """Everything a list item shows, in one statement: the design (heavy columns left out), its
-    current version and that version's author's name (outer joins), and its tags and categories
-    aggregated per row."""
-    return (
-        select(
-            Design,
-            DesignVersion,
-            User.display_name,
-            _tags_column(dialect),
-            _categories_column(dialect),
-        )
+    """Everything a list item shows, in one statement of plain columns (no ORM objects to
+    build): the design's, its current version's and that version's author's name (outer
+    joins), and its tags and categories aggregated per row. The sort columns keep their own
+    names, so the page's cursor reads them from the last row."""
+    columns: list[Any] = [
+        Design.id,
+        Design.workspace_id,
+        Design.slug,
+        Design.name,
+        Design.visibility,
+        Design.license,
+        Design.rating_avg,
+        Design.rating_count,
+        Design.remixed_from_id,
+        Design.created_at,
+        Design.updated_at,
+        *(column.label(name) for name, column in VERSION_COLUMNS.items()),
+        User.display_name.label("v_author_name"),
+        _tags_column(dialect).label("tags"),
+        _categories_column(dialect).label("categories"),
+    ]
+    statement: Select[Any] = (
+        select(*columns)
+        .select_from(Design)
         .outerjoin(DesignVersion, DesignVersion.id == Design.current_version_id)
         .outerjoin(User, User.id == DesignVersion.author_id)
-        .options(
-            defer(Design.description, raiseload=True),
-            defer(Design.search_text, raiseload=True),
-            defer(DesignVersion.inspection, raiseload=True),
-            defer(DesignVersion.inspection_error, raiseload=True),
-        )
     )
+    return statement
 
 
 def _tags_column(dialect: str) -> Any:

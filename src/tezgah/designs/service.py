@@ -372,7 +372,7 @@ async def list_items(session: AsyncSession, designs: Sequence[Design]) -> list[D
         return []
     dialect = session.get_bind().dialect.name
     statement = repository.design_rows(dialect).where(Design.id.in_([d.id for d in designs]))
-    rows = {row[0].id: row for row in (await session.execute(statement)).all()}
+    rows = {row.id: row for row in (await session.execute(statement)).all()}
     return [item_from_row(rows[design.id]) for design in designs]
 
 
@@ -381,25 +381,44 @@ def items_from_rows(rows: Sequence[Row[Any]]) -> list[DesignListItem]:
 
 
 def item_from_row(row: Row[Any]) -> DesignListItem:
-    """One row of ``repository.design_rows``: design, current version, its author's name,
-    comma-joined tags, categories as JSON."""
-    design, version, author_name, tags, categories = tuple(row)
-    names = {version.author_id: author_name} if version and version.author_id else {}
+    """One row of ``repository.design_rows``."""
+    thumbnail = None
+    if row.v_thumbnail_sha256 is not None:
+        thumbnail = f"{design_url(row.id)}/thumbnail?v={row.v_thumbnail_sha256[:16]}"
     return DesignListItem(
-        id=design.id,
-        workspace_id=design.workspace_id,
-        slug=design.slug,
-        name=design.name,
-        visibility=Visibility(design.visibility),
-        license=design.license,
-        tags=sorted(tags.split(",")) if tags else [],
-        categories=_category_refs(categories),
-        rating=rating_summary(design),
-        current_version=version_summary(version, names) if version else None,
-        thumbnail_url=thumbnail_url(design, version),
-        remixed_from_id=design.remixed_from_id,
-        created_at=design.created_at,
-        updated_at=design.updated_at,
+        id=row.id,
+        workspace_id=row.workspace_id,
+        slug=row.slug,
+        name=row.name,
+        visibility=row.visibility,
+        license=row.license,
+        tags=sorted(row.tags.split(",")) if row.tags else [],
+        categories=_category_refs(row.categories),
+        rating=RatingSummary(average=round(row.rating_avg, 2), count=row.rating_count),
+        current_version=_version_from_row(row) if row.v_id is not None else None,
+        thumbnail_url=thumbnail,
+        remixed_from_id=row.remixed_from_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _version_from_row(row: Row[Any]) -> VersionSummary:
+    author = None
+    if row.v_author_id is not None and row.v_author_name is not None:
+        author = PersonRef(id=row.v_author_id, display_name=row.v_author_name)
+    return VersionSummary(
+        id=row.v_id,
+        number=row.v_number,
+        message=row.v_message,
+        filename=row.v_filename,
+        size=row.v_size,
+        sha256=row.v_sha256,
+        format=row.v_format,
+        media_type=row.v_media_type,
+        inspection_status=row.v_inspection_status,
+        created_at=row.v_created_at,
+        author=author,
     )
 
 
