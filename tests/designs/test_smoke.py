@@ -25,7 +25,9 @@ async def test_create_upload_list_download(
     assert body["thumbnail_url"]
     thumb = await client.get(body["thumbnail_url"])
     assert thumb.status_code == 200
-    listed = await client.get("/api/v1/designs")
+    listed = await client.get(
+        "/api/v1/designs", params={"workspace_id": alice.personal_workspace_id}
+    )
     assert listed.status_code == 200, listed.text
     assert listed.json()["items"][0]["id"] == design["id"]
     file = await client.get(version["download_url"], headers={"Range": "bytes=0-3"})
@@ -35,7 +37,11 @@ async def test_create_upload_list_download(
         f"/api/v1/designs/{design['id']}/reviews", json={"rating": 4}, headers=bob.headers
     )
     assert review.status_code == 201, review.text
-    search = await client.get("/api/v1/designs", params={"q": "flanş"}, headers=bob.headers)
+    search = await client.get(
+        "/api/v1/designs",
+        params={"q": "flanş", "workspace_id": alice.personal_workspace_id},
+        headers=bob.headers,
+    )
     assert search.status_code == 200, search.text
     assert [d["id"] for d in search.json()["items"]] == [design["id"]]
     assert search.json()["items"][0]["rating"] == {"average": 4.0, "count": 1}
