@@ -92,12 +92,15 @@ class SecurityHeaders:
     def apply(self, path: str, raw: list[tuple[bytes, bytes]]) -> None:
         has_csp = False
         is_document = False
+        present = set()
         for name, value in raw:
+            present.add(name)
             if name == b"content-security-policy":
                 has_csp = True
             elif name == b"content-type" and value.startswith(b"text/html"):
                 is_document = True
-        raw.extend(self.static_headers)
+        # A header the response set itself (a download's nosniff) is not sent twice.
+        raw.extend(header for header in self.static_headers if header[0] not in present)
         if is_document:
             raw.extend(self.document_headers)
         if not has_csp:

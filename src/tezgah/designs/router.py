@@ -349,7 +349,7 @@ VERSION_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/AttachUploadIn"}},
+            "application/json": {"schema": AttachUploadIn.model_json_schema()},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
