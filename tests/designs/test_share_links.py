@@ -266,6 +266,23 @@ async def test_pin_guesses_are_rate_limited_per_link(
     problem(await client.get(other["url"]), 401, "SHARE_PIN_REQUIRED")
 
 
+async def test_right_pins_do_not_use_up_the_guesses(
+    client: httpx.AsyncClient, alice: Account
+) -> None:
+    """A PIN link handed to a team, or a download that resumes, keeps working: only wrong PINs
+    count against the link's limit."""
+    design = await new_design(client, alice, visibility="private")
+    await added(client, alice, design["id"], STEP_FILE)
+    link = await create_link(client, alice, design["id"], pin="7391", can_download=True)
+    for _ in range(8):
+        assert (await client.get(link["url"], headers=pin("7391"))).status_code == 200
+    for guess in ("0000", "1111", "2222", "3333"):
+        problem(await client.get(link["url"], headers=pin(guess)), 401, "SHARE_PIN_WRONG")
+    assert (await client.get(link["url"], headers=pin("7391"))).status_code == 200
+    problem(await client.get(link["url"], headers=pin("4444")), 401, "SHARE_PIN_WRONG")
+    problem(await client.get(link["url"], headers=pin("7391")), 429, "RATE_LIMITED")
+
+
 async def test_only_the_design_team_manages_links(
     app: FastAPI, client: httpx.AsyncClient, alice: Account, bob: Account
 ) -> None:

@@ -67,6 +67,12 @@ class RateLimiter:
         )
         return cls(storage)
 
+    async def exhausted(self, expression: str, *identifiers: str) -> bool:
+        """True when one more hit would be refused; counts nothing (for limits on failures
+        only: check first, count when the attempt fails)."""
+        item = parse_limit(expression)
+        return not await self.strategy.test(item, *identifiers)
+
     async def hit(self, expression: str, *identifiers: str, cost: int = 1) -> RateLimitDecision:
         item = parse_limit(expression)
         allowed = await self.strategy.hit(item, *identifiers, cost=cost)

@@ -31,7 +31,8 @@ from tezgah.designs.schemas import ShareLinkCreated, ShareLinkIn, ShareLinkOut
 from tezgah.designs.service import API_PREFIX, DesignAccess
 
 TOKEN_PREFIX = "tzs_"  # noqa: S105 - a marker, not a secret
-PIN_GUESSES = "5/minute;20/hour"
+PIN_GUESSES = ("5/minute", "20/hour")
+PIN_SCOPE = "share-pin"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
@@ -126,9 +127,16 @@ async def open_link(
 
 
 async def _check_pin(kit: AuthKit, limiter: RateLimiter, link: ShareLink, pin: str | None) -> None:
+    """Only wrong PINs count against the link's limit: a link handed to many people, or a
+    download that resumes, keeps working; a guesser is stopped after a few tries."""
     if not pin:
         raise ShareLinkPinRequired()
-    await enforce(limiter, PIN_GUESSES, "share-pin", str(link.id))
+    key = str(link.id)
+    for limit in PIN_GUESSES:
+        if await limiter.exhausted(limit, PIN_SCOPE, key):
+            await enforce(limiter, limit, PIN_SCOPE, key)  # answers 429 with Retry-After
     valid, _ = await kit.passwords.verify(pin[:64], link.pin_hash)
     if not valid:
+        for limit in PIN_GUESSES:
+            await limiter.hit(limit, PIN_SCOPE, key)
         raise ShareLinkPinWrong()
