@@ -58,3 +58,40 @@ async def test_cleanup_removes_expired_uploads_and_their_parts(
     finished = await client.get(done, headers=account.headers)
     assert finished.status_code == 200
     assert finished.json()["finished_at"] is not None
+
+
+async def test_terminating_a_finished_upload_deletes_its_file_unless_shared(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    account = await register(client)
+    headers = {**account.headers, **TUS}
+    metadata = f"workspace_id {b64(account.personal_workspace_id)}"
+
+    async def finished(data: bytes) -> str:
+        response = await client.post(
+            "/api/v1/uploads",
+            headers={
+                **headers,
+                "Upload-Length": str(len(data)),
+                "Upload-Metadata": metadata,
+                "Content-Type": service.OFFSET_MEDIA_TYPE,
+            },
+            content=data,
+        )
+        assert response.status_code == 201, response.text
+        return response.headers["Location"]
+
+    blobs = app.state.resources.blobs
+    alone, shared_a, shared_b = (
+        await finished(b"only me"),
+        await finished(b"twice"),
+        await finished(b"twice"),
+    )
+    only_sha = (await client.get(alone, headers=account.headers)).json()["sha256"]
+    shared_sha = (await client.get(shared_a, headers=account.headers)).json()["sha256"]
+    assert (await client.delete(alone, headers=headers)).status_code == 204
+    assert await blobs.size(only_sha) is None
+    assert (await client.delete(shared_a, headers=headers)).status_code == 204
+    assert await blobs.size(shared_sha) == len(b"twice")  # the other upload still holds it
+    assert (await client.delete(shared_b, headers=headers)).status_code == 204
+    assert await blobs.size(shared_sha) is None

@@ -33,6 +33,7 @@ from tezgah.core.storage import CHUNK_SIZE, BlobStore, LocalBlobStore, iterate_b
 from tezgah.designs import repository
 from tezgah.designs.exceptions import (
     EmptyFile,
+    FileTooLarge,
     NoVersionYet,
     ThumbnailNotFound,
     UnsupportedFileFormat,
@@ -174,6 +175,8 @@ async def add_from_stream(
     size = await anyio.to_thread.run_sync(_remaining_size, file, len(head))
     if size == 0:
         raise EmptyFile()
+    if size > settings.upload_max_bytes:
+        raise FileTooLarge(params={"limit": settings.upload_max_bytes})
     if detect_format(head, size) is None:
         raise UnsupportedFileFormat()
     await _check_quota(session, settings, access.design.workspace_id, size)

@@ -218,7 +218,7 @@ async def terminate_upload(
 ) -> Response:
     service.check_version(tus_resumable)
     upload = await service.upload_for(session, principal, upload_id, live=False)
-    await service.terminate(session, _settings(request), upload)
+    await service.terminate(session, _settings(request), upload, _blobs(request))
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers={"Tus-Resumable": TUS_VERSION})
 
 

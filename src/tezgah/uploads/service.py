@@ -31,8 +31,9 @@ from tezgah.auth.dependencies import Principal, WorkspaceAccess, resolve_workspa
 from tezgah.auth.exceptions import MissingPermission, WorkspaceNotFound
 from tezgah.auth.permissions import Permission
 from tezgah.core.config import Settings
-from tezgah.core.db import utcnow
+from tezgah.core.db import after_commit, utcnow
 from tezgah.core.storage import CHUNK_SIZE, BlobStore, LocalBlobStore
+from tezgah.designs import repository as design_repository
 from tezgah.uploads import repository
 from tezgah.uploads.exceptions import (
     TUS_VERSION,
@@ -306,11 +307,27 @@ async def _read_file(path: Path) -> AsyncIterator[bytes]:
         await anyio.to_thread.run_sync(handle.close)
 
 
-async def terminate(session: AsyncSession, settings: Settings, upload: Upload) -> None:
-    """Termination: the row and the part file go; a finished upload's blob stays (other uploads
-    of the same content may share it, the blob store is content-addressed)."""
+async def terminate(
+    session: AsyncSession, settings: Settings, upload: Upload, blobs: BlobStore | None = None
+) -> None:
+    """Termination: the row and the part file go. A finished upload's file goes too once this
+    is committed (``blobs`` given), unless a version or another upload holds the same content
+    (the blob store is content-addressed)."""
     await _remove_part(settings, upload.id)
     await session.delete(upload)
+    if blobs is not None and upload.sha256 is not None:
+        _delete_blob_if_unused(session, blobs, upload.sha256)
+
+
+def _delete_blob_if_unused(session: AsyncSession, blobs: BlobStore, sha256: str) -> None:
+    bind = session.bind
+
+    async def delete() -> None:
+        async with AsyncSession(bind) as check:
+            if not await design_repository.blob_in_use(check, sha256):
+                await blobs.delete(sha256)
+
+    after_commit(session, delete)
 
 
 async def _remove_part(settings: Settings, upload_id: uuid.UUID) -> None:
