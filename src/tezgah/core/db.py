@@ -190,3 +190,15 @@ async def get_session(
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_read_session(session: SessionDep) -> AsyncSession:
+    """The request's session, for a route that only reads: statements run without a
+    transaction around them (no BEGIN and COMMIT round trips). Declare it before any other
+    dependency that queries, so it is set before the first statement."""
+    if not session.in_transaction():
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return session
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]

@@ -19,7 +19,7 @@ from tezgah.auth.dependencies import (
 )
 from tezgah.auth.permissions import Permission
 from tezgah.core.config import Settings
-from tezgah.core.db import SessionDep
+from tezgah.core.db import ReadSessionDep, SessionDep
 from tezgah.core.errors import ValidationFailed
 from tezgah.core.http_cache import conditional_body
 from tezgah.core.i18n import get_language
@@ -180,7 +180,7 @@ async def list_filters(
 async def list_designs(
     request: Request,
     response: Response,
-    session: SessionDep,
+    session: ReadSessionDep,
     principal: OptionalPrincipal,
     params: PageDep,
     cache: CacheDep,
