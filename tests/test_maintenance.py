@@ -37,7 +37,9 @@ async def test_purge_removes_old_trash_and_only_unshared_files(
     old = await create_design(client, alice, name="Eski")
     recent = await create_design(client, alice, name="Yeni")
     keeper = await create_design(client, alice, name="Kalan")
-    for design, content in ((old, STEP_FILE), (old, STL_TRIANGLE), (keeper, STL_TRIANGLE)):
+    # The suite shares one database: content of its own, so no other test's design holds it.
+    only_old = STEP_FILE + f"/* {uuid.uuid4()} */\n".encode()
+    for design, content in ((old, only_old), (old, STL_TRIANGLE), (keeper, STL_TRIANGLE)):
         assert (await add_file(client, alice, design["id"], content)).status_code == 201
     assert (await add_file(client, alice, recent["id"], STEP_FILE + b"\n")).status_code == 201
     for design in (old, recent):
@@ -46,12 +48,14 @@ async def test_purge_removes_old_trash_and_only_unshared_files(
     await _age(app, old["id"], 31)
     await _age(app, recent["id"], 29)
     resources = app.state.resources
-    step_sha = (await resources.blobs.put(_one(STEP_FILE))).sha256
+    step_sha = (await resources.blobs.put(_one(only_old))).sha256
     stl_sha = (await resources.blobs.put(_one(STL_TRIANGLE))).sha256
 
     report = await maintenance.run_once(resources.settings, resources.database, resources.blobs)
 
-    assert (report.freed_blobs, report.deleted_blobs) == (2, 1)
+    # At least these two (other tests may leave old trash of their own behind).
+    assert report.freed_blobs >= 2
+    assert report.deleted_blobs >= 1
     assert await resources.blobs.size(step_sha) is None  # only the purged design used it
     assert await resources.blobs.size(stl_sha) == len(STL_TRIANGLE)  # the keeper uses it
     async with resources.database.sessionmaker() as session:
