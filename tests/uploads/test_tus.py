@@ -7,11 +7,16 @@ the empty content is stored), with ``Upload-Offset: 0``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
+import signal
 import sqlite3
+import threading
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -136,6 +141,58 @@ def test_interrupted_upload_resumes_after_a_server_restart(tmp_path: Path) -> No
         assert "Upload-Expires" in response.headers
         resumed = uploader(server, person, data, url=url)
         assert resumed.offset == CHUNK * 2
+        resumed.upload()
+        body = info(server, person, url).json()
+        assert body["sha256"] == hashlib.sha256(data).hexdigest()
+        assert body["size"] == len(data)
+    finally:
+        server.stop()
+
+
+def test_upload_survives_the_server_being_killed_mid_patch(tmp_path: Path) -> None:
+    """SIGKILL while a PATCH is streaming in: nothing of that PATCH was committed, so the
+    offset stays where the last finished PATCH left it; the bytes that reached the part file
+    are cut off on resume, and the finished file's SHA-256 is the original's."""
+    server = start_server(tmp_path / "var")
+    try:
+        person = sign_up(server.url)
+        data = os.urandom(CHUNK * 7 + 321)
+        first = uploader(server, person, data)
+        first.upload(stop_at=CHUNK)
+        # More than the server buffers before writing (1 MiB), so some of it reaches the disk.
+        sent_before_the_crash = CHUNK + 5 * CHUNK
+        assert first.url is not None
+        url_path = first.url.removeprefix(server.url)
+        part = server.var_dir / "uploads" / f"{uuid.UUID(url_path.rsplit('/', 1)[1]).hex}.part"
+        body_sent = threading.Event()
+
+        def slow_rest() -> Iterator[bytes]:
+            yield data[CHUNK:sent_before_the_crash]  # reaches the part file ...
+            body_sent.set()
+            time.sleep(30)  # ... and the rest never comes: the server dies first
+            yield data[sent_before_the_crash:]
+
+        def send() -> None:
+            headers = person.tus(**{"Upload-Offset": str(CHUNK), "Content-Type": OFFSET})
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.patch(server.url + url_path, headers=headers, content=slow_rest(), timeout=60)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        assert body_sent.wait(10)
+        deadline = time.monotonic() + 10
+        while part.stat().st_size <= CHUNK and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert part.stat().st_size > CHUNK  # uncommitted bytes are on disk
+        assert server.process is not None
+        os.killpg(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=10)
+        server.process = None
+        server.start()
+        url = server.url + url_path
+        assert head(person, url).headers["Upload-Offset"] == str(CHUNK)
+        resumed = uploader(server, person, data, url=url)
+        assert resumed.offset == CHUNK
         resumed.upload()
         body = info(server, person, url).json()
         assert body["sha256"] == hashlib.sha256(data).hexdigest()
