@@ -41,9 +41,7 @@ async def run_once(settings: Settings, database: Database, blobs: BlobStore) -> 
     deleted = 0
     async with database.sessionmaker() as session:
         for sha256 in freed:
-            if not await design_repository.blob_in_use(session, sha256):
-                await blobs.delete(sha256)
-                deleted += 1
+            deleted += await design_repository.delete_blob_if_unused(session, blobs, sha256)
     report = MaintenanceReport(expired, len(freed), deleted)
     log.info("maintenance", **report.__dict__)
     return report

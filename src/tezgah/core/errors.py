@@ -137,6 +137,12 @@ class Conflict(AppError):
     message = N_("The request conflicts with the current state of the resource.")
 
 
+class RaceLost(Conflict):
+    """Two requests raced for the same row or unique value; the loser retries or gives up."""
+
+    message = N_("The resource was changed by another request. Try again.")
+
+
 class PayloadTooLarge(AppError):
     status_code = 413
     error_code = "PAYLOAD_TOO_LARGE"
@@ -278,7 +284,7 @@ def to_app_error(exc: BaseException, request: Request | None = None) -> AppError
         return DatabaseUnavailable(headers={"Retry-After": "5"})
     if isinstance(exc, sa_exc.IntegrityError | orm_exc.StaleDataError):
         # Two requests raced for the same row or unique value; the loser retries or gives up.
-        return Conflict(message=N_("The resource was changed by another request. Try again."))
+        return RaceLost()
     if _is_redis_connection_error(exc):
         return DependencyUnavailable(params={"dependency": "redis"}, headers={"Retry-After": "5"})
     return None

@@ -128,7 +128,7 @@ class LocalBlobStore:
         try:
             await anyio.to_thread.run_sync(self._move_into_place, path, sha256)
         except OSError:
-            return await self.put(_file_chunks(path), max_bytes=max_bytes)
+            return await self.put(file_chunks(path), max_bytes=max_bytes)
         return StoredBlob(sha256=sha256, size=size)
 
     def _move_into_place(self, temp_path: Path, sha256: str) -> None:
@@ -194,10 +194,16 @@ def _hash_file(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+async def handle_chunks(handle: IO[bytes]) -> AsyncIterator[bytes]:
+    """An open file's remaining bytes, read in worker threads (feed them to ``put``)."""
+    while chunk := await anyio.to_thread.run_sync(handle.read, FILE_CHUNK_SIZE):
+        yield chunk
+
+
+async def file_chunks(path: Path) -> AsyncIterator[bytes]:
     handle: IO[bytes] = await anyio.to_thread.run_sync(path.open, "rb")
     try:
-        while chunk := await anyio.to_thread.run_sync(handle.read, FILE_CHUNK_SIZE):
+        async for chunk in handle_chunks(handle):
             yield chunk
     finally:
         await anyio.to_thread.run_sync(handle.close)

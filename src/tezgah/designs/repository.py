@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
 from tezgah.auth.models import Membership, User, Workspace
+from tezgah.core.storage import BlobStore
 from tezgah.designs.models import (
     Category,
     Design,
@@ -259,8 +260,11 @@ def _filter_conditions(filters: DesignFilters, dialect: str) -> list[ColumnEleme
     return conditions
 
 
-def deleted_designs(workspace_id: uuid.UUID) -> Select[Design]:
-    return select(Design).where(Design.workspace_id == workspace_id, Design.deleted_at.is_not(None))
+def deleted_designs(workspace_id: uuid.UUID, dialect: str) -> Select[Any]:
+    """A workspace's trash, as rows of :func:`design_rows`."""
+    return design_rows(dialect).where(
+        Design.workspace_id == workspace_id, Design.deleted_at.is_not(None)
+    )
 
 
 async def purgeable_designs(
@@ -389,6 +393,15 @@ async def blob_in_use(session: AsyncSession, sha256: str) -> bool:
     )
     upload = select(Upload.id).where(Upload.sha256 == sha256)
     return bool(await session.scalar(select(or_(exists(version), exists(upload)))))
+
+
+async def delete_blob_if_unused(session: AsyncSession, blobs: BlobStore, sha256: str) -> bool:
+    """Delete a stored file no version, thumbnail or upload refers to (any more); True if it
+    went. Call it after the rows that referred to it are gone for good (committed)."""
+    if await blob_in_use(session, sha256):
+        return False
+    await blobs.delete(sha256)
+    return True
 
 
 async def blobs_of_design(session: AsyncSession, design_id: uuid.UUID) -> set[str]:

@@ -16,8 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tezgah.auth.models import User
 from tezgah.core.cache import Cache
 from tezgah.core.db import utcnow
-from tezgah.core.errors import Conflict
-from tezgah.core.i18n import N_
+from tezgah.core.errors import RaceLost
 from tezgah.designs import repository
 from tezgah.designs.exceptions import (
     AlreadyReplied,
@@ -54,7 +53,7 @@ async def write(
         await repository.move_rating(session, design_id, count=1, total=data.rating)
     else:
         if not await _lock(session, review):
-            raise Conflict(message=N_("The resource was changed by another request. Try again."))
+            raise RaceLost()
         await repository.move_rating(session, design_id, count=0, total=data.rating - review.rating)
         review.rating = data.rating
         review.updated_at = utcnow()

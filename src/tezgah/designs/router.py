@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request, Response, status
-from pydantic import ValidationError
+from fastapi.exceptions import RequestValidationError
+from pydantic import AwareDatetime, ValidationError
 
 from tezgah.auth.dependencies import (
     CacheDep,
@@ -141,18 +141,13 @@ async def list_filters(
     min_rating: Annotated[float | None, Query(ge=0, le=5)] = None,
     visibility: Annotated[Visibility | None, Query()] = None,
     author_id: Annotated[uuid.UUID | None, Query()] = None,
-    created_after: Annotated[datetime | None, Query()] = None,
-    created_before: Annotated[datetime | None, Query()] = None,
+    created_after: Annotated[AwareDatetime | None, Query()] = None,
+    created_before: Annotated[AwareDatetime | None, Query()] = None,
     q: Annotated[
         str | None, Query(max_length=200, description="Words in name, description, tags.")
     ] = None,
 ) -> DesignFilters:
     """The list's filters, as plain query parameters."""
-    for moment in (created_after, created_before):
-        if moment is not None and moment.tzinfo is None:
-            raise ValidationFailed(
-                field_errors={"created_after" if moment is created_after else "created_before": []}
-            )
     return service.list_filters(
         DesignFilters(
             workspace_id=workspace_id,
@@ -293,10 +288,13 @@ async def list_trash(
     session: SessionDep,
     params: PageDep,
 ) -> Page[DesignListItem]:
-    statement = repository.deleted_designs(access.workspace.id)
-    page = await paginate_request(request, response, session, statement, params, DESIGN_SORTING)
-    items = await service.list_items(session, page.items)
-    return Page[DesignListItem](items=items, next_cursor=page.next_cursor)
+    statement = repository.deleted_designs(access.workspace.id, session.get_bind().dialect.name)
+    page = await paginate_request(
+        request, response, session, statement, params, DESIGN_SORTING, whole_rows=True
+    )
+    return Page[DesignListItem](
+        items=service.items_from_rows(page.items), next_cursor=page.next_cursor
+    )
 
 
 @router.post(
@@ -425,14 +423,12 @@ async def add_version(
 
 
 def _attach_input(body: bytes) -> AttachUploadIn:
+    """The JSON body, validated like any declared body (same field names, translated)."""
     try:
         return AttachUploadIn.model_validate_json(body)
     except ValidationError as exc:
-        raise ValidationFailed(
-            field_errors={
-                ".".join(str(part) for part in error["loc"]) or "body": [error["msg"]]
-                for error in exc.errors()
-            }
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
         ) from exc
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,7 +34,7 @@ from tezgah.designs.exceptions import (
     SlugTaken,
     UnknownCategories,
 )
-from tezgah.designs.models import Category, Design, DesignVersion
+from tezgah.designs.models import Design, DesignVersion
 from tezgah.designs.repository import DesignFilters, Viewer
 from tezgah.designs.schemas import (
     CategoryRef,
@@ -332,38 +332,29 @@ def design_url(design_id: uuid.UUID) -> str:
     return f"{API_PREFIX}/designs/{design_id}"
 
 
-def thumbnail_url(design: Design, version: DesignVersion | None) -> str | None:
-    if version is None or version.thumbnail_sha256 is None:
-        return None
-    return f"{design_url(design.id)}/thumbnail?v={version.thumbnail_sha256[:16]}"
+SUMMARY_FIELDS = (
+    "id",
+    "number",
+    "message",
+    "filename",
+    "size",
+    "sha256",
+    "format",
+    "media_type",
+    "inspection_status",
+    "created_at",
+)
 
 
-def category_ref(category: Category) -> CategoryRef:
-    name = category.name_tr if get_language() == "tr" else category.name_en
-    return CategoryRef(id=category.id, slug=category.slug, name=name)
+def _summary(get: Callable[[str], Any], author: PersonRef | None) -> VersionSummary:
+    return VersionSummary(**{field: get(field) for field in SUMMARY_FIELDS}, author=author)
 
 
 def version_summary(version: DesignVersion, names: dict[uuid.UUID, str]) -> VersionSummary:
     author = None
     if version.author_id is not None and version.author_id in names:
         author = PersonRef(id=version.author_id, display_name=names[version.author_id])
-    return VersionSummary(
-        id=version.id,
-        number=version.number,
-        message=version.message,
-        filename=version.filename,
-        size=version.size,
-        sha256=version.sha256,
-        format=version.format,
-        media_type=version.media_type,
-        inspection_status=version.inspection_status,
-        created_at=version.created_at,
-        author=author,
-    )
-
-
-def rating_summary(design: Design) -> RatingSummary:
-    return RatingSummary(average=round(design.rating_avg, 2), count=design.rating_count)
+    return _summary(lambda field: getattr(version, field), author)
 
 
 async def list_items(session: AsyncSession, designs: Sequence[Design]) -> list[DesignListItem]:
@@ -404,22 +395,11 @@ def item_from_row(row: Row[Any]) -> DesignListItem:
 
 
 def _version_from_row(row: Row[Any]) -> VersionSummary:
+    """The current version of a ``repository.design_rows`` row (its columns are ``v_*``)."""
     author = None
     if row.v_author_id is not None and row.v_author_name is not None:
         author = PersonRef(id=row.v_author_id, display_name=row.v_author_name)
-    return VersionSummary(
-        id=row.v_id,
-        number=row.v_number,
-        message=row.v_message,
-        filename=row.v_filename,
-        size=row.v_size,
-        sha256=row.v_sha256,
-        format=row.v_format,
-        media_type=row.v_media_type,
-        inspection_status=row.v_inspection_status,
-        created_at=row.v_created_at,
-        author=author,
-    )
+    return _summary(lambda field: getattr(row, "v_" + field), author)
 
 
 def _category_refs(aggregated: str | None) -> list[CategoryRef]:

@@ -29,7 +29,7 @@ from tezgah.auth.dependencies import Principal
 from tezgah.core.config import Settings
 from tezgah.core.db import utcnow
 from tezgah.core.signing import SignedTokens
-from tezgah.core.storage import CHUNK_SIZE, BlobStore, LocalBlobStore, iterate_bytes
+from tezgah.core.storage import BlobStore, LocalBlobStore, handle_chunks, iterate_bytes
 from tezgah.designs import repository
 from tezgah.designs.exceptions import (
     EmptyFile,
@@ -181,7 +181,7 @@ async def add_from_stream(
         raise UnsupportedFileFormat()
     await _check_quota(session, settings, access.design.workspace_id, size)
     await anyio.to_thread.run_sync(file.seek, 0)
-    stored = await blobs.put(_chunks_of(file), max_bytes=settings.upload_max_bytes)
+    stored = await blobs.put(handle_chunks(file), max_bytes=settings.upload_max_bytes)
     upload = _ledger_row(access.design.workspace_id, principal, stored.sha256, stored.size)
     upload.filename = filename[:255] or None
     session.add(upload)
@@ -190,9 +190,8 @@ async def add_from_stream(
             session, settings, blobs, access, principal, upload, filename=filename, message=message
         )
     except BaseException:
-        session.expunge(upload)
-        if not await repository.blob_in_use(session, stored.sha256):
-            await blobs.delete(stored.sha256)
+        session.expunge(upload)  # pending: a query would flush it and count it as a user
+        await repository.delete_blob_if_unused(session, blobs, stored.sha256)
         raise
 
 
@@ -200,11 +199,6 @@ def _remaining_size(file: IO[bytes], already: int) -> int:
     file.seek(0, os.SEEK_END)
     size = file.tell()
     return max(size, already)
-
-
-async def _chunks_of(file: IO[bytes]) -> AsyncIterator[bytes]:
-    while chunk := await anyio.to_thread.run_sync(file.read, CHUNK_SIZE):
-        yield chunk
 
 
 async def _check_quota(

@@ -17,7 +17,7 @@ import fcntl
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import format_datetime
@@ -32,7 +32,7 @@ from tezgah.auth.exceptions import MissingPermission, WorkspaceNotFound
 from tezgah.auth.permissions import Permission
 from tezgah.core.config import Settings
 from tezgah.core.db import after_commit, utcnow
-from tezgah.core.storage import CHUNK_SIZE, BlobStore, LocalBlobStore
+from tezgah.core.storage import BlobStore, LocalBlobStore, file_chunks, iterate_bytes
 from tezgah.designs import repository as design_repository
 from tezgah.uploads import repository
 from tezgah.uploads.exceptions import (
@@ -284,27 +284,17 @@ def _write_and_hash(handle: _Part, digest: hashlib._Hash, pieces: list[bytes]) -
 async def _finish(settings: Settings, blobs: BlobStore, upload: Upload) -> None:
     path = part_path(settings, upload.id)
     exists = await anyio.to_thread.run_sync(path.exists)
-    if isinstance(blobs, LocalBlobStore) and exists:
+    if not exists:  # a 0-byte upload never wrote a part file
+        stored = await blobs.put(iterate_bytes(b""), max_bytes=upload.length)
+    elif isinstance(blobs, LocalBlobStore):
         stored = await blobs.adopt(path, max_bytes=upload.length)
     else:
-        stored = await blobs.put(_read_file(path), max_bytes=upload.length)
+        stored = await blobs.put(file_chunks(path), max_bytes=upload.length)
     upload.sha256 = stored.sha256
     upload.size = stored.size
     upload.offset = stored.size
     upload.finished_at = utcnow()
     await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
-
-
-async def _read_file(path: Path) -> AsyncIterator[bytes]:
-    try:
-        handle = await anyio.to_thread.run_sync(path.open, "rb")
-    except FileNotFoundError:
-        return  # a 0-byte upload never wrote a part file
-    try:
-        while chunk := await anyio.to_thread.run_sync(handle.read, CHUNK_SIZE):
-            yield chunk
-    finally:
-        await anyio.to_thread.run_sync(handle.close)
 
 
 async def terminate(
@@ -324,8 +314,7 @@ def _delete_blob_if_unused(session: AsyncSession, blobs: BlobStore, sha256: str)
 
     async def delete() -> None:
         async with AsyncSession(bind) as check:
-            if not await design_repository.blob_in_use(check, sha256):
-                await blobs.delete(sha256)
+            await design_repository.delete_blob_if_unused(check, blobs, sha256)
 
     after_commit(session, delete)
 
